@@ -1,1 +1,26 @@
+//! `agent`: a command-line coding agent whose file tools run as sandboxed WebAssembly
+//! components.
+//!
+//! How the pieces fit (data flows one way: CLI -> loop -> (model | tools) -> loop):
+//! - [`cli`] parses flags; [`config`] merges them with the environment into a `Config`;
+//!   [`app`] builds everything from it and runs one-shot or [`repl`] mode.
+//! - [`agent`] is the loop: it owns the conversation, calls the [`model`], runs tools through
+//!   the [`tools`] registry, and injects finished background tasks before each model call.
+//! - [`tools`] maps names to native tools (`bash`, background tasks) or plugin tools.
+//! - [`plugin`] runs WASI components in wasmtime, one sandboxed, bounded instance per call.
+//! - [`background`] owns background tasks and their notifications; [`process`] is the one
+//!   place processes are spawned and killed; [`output`] bounds captured output.
+//! - [`render`] turns events into text or JSON lines: library code never prints.
 
+pub mod agent;
+pub mod app;
+pub mod background;
+pub mod cli;
+pub mod config;
+pub mod model;
+pub mod output;
+pub mod plugin;
+pub mod process;
+pub mod render;
+pub mod repl;
+pub mod tools;

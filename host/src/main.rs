@@ -1,1 +1,39 @@
-fn main(){}
+//! The `agent` binary: parse, run, map the outcome to an exit code. No logic lives here.
+
+use std::process::ExitCode;
+
+use agent_host::app::{self, Outcome};
+use agent_host::cli::Cli;
+use agent_host::config::{self, ConfigError};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    if let Err(message) = config::load_dotenv() {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(app::run(cli));
+    // Plugin calls run on blocking threads; do not wait on one that is stuck.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            // A configuration problem is the user's to fix: exit 2, like a usage error.
+            if error.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

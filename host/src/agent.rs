@@ -1,0 +1,199 @@
+//! The agent loop: prompt -> model -> tools -> results -> model, until the turn ends.
+//!
+//! It owns the conversation. Before every model call it drains the BackgroundManager's
+//! queue and puts finished tasks into the current user message, after any tool results
+//! (the API wants tool results first), as `<background-results>` text. So the model learns
+//! of finished tasks without polling, and each notification is delivered exactly once.
+
+use crate::background::{BackgroundManager, background_results_text};
+use crate::model::anthropic::{AnthropicClient, INVALID_JSON_KEY};
+use crate::model::{
+    ContentBlock, Message, ModelError, ModelEvent, ModelRequest, Role, StopReason, ToolDefinition,
+};
+use crate::render::{Event, Renderer};
+use crate::tools::{ToolOutput, ToolRegistry};
+
+/// How a turn ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnEnd {
+    /// The model finished its answer.
+    Done,
+    /// The answer hit the token limit and was cut.
+    MaxTokens,
+    /// There was nothing to send (no input and no finished tasks).
+    Idle,
+}
+
+pub struct Agent {
+    client: AnthropicClient,
+    tools: ToolRegistry,
+    tool_definitions: Vec<ToolDefinition>,
+    background: BackgroundManager,
+    renderer: Renderer,
+    system: String,
+    history: Vec<Message>,
+}
+
+impl Agent {
+    pub fn new(
+        client: AnthropicClient,
+        tools: ToolRegistry,
+        background: BackgroundManager,
+        renderer: Renderer,
+        system: String,
+    ) -> Agent {
+        let tool_definitions = tools
+            .specs()
+            .iter()
+            .map(|spec| ToolDefinition {
+                name: spec.name.clone(),
+                description: spec.description.clone(),
+                input_schema: spec.input_schema.clone(),
+            })
+            .collect();
+        Agent { client, tools, tool_definitions, background, renderer, system, history: Vec::new() }
+    }
+
+    pub fn history(&self) -> &[Message] {
+        &self.history
+    }
+
+    /// Runs one turn: adds the user's text (if any), then calls the model and runs the tools
+    /// it asks for until it stops asking. With no text, the turn only happens when finished
+    /// background tasks wait to be delivered.
+    pub async fn run_turn(&mut self, user_text: Option<&str>) -> Result<TurnEnd, ModelError> {
+        if let Some(text) = user_text {
+            self.push_user(vec![ContentBlock::Text { text: text.to_string() }]);
+        }
+        loop {
+            self.deliver_background_results();
+            if self.history.last().is_none_or(|m| m.role != Role::User) {
+                return Ok(TurnEnd::Idle);
+            }
+            let renderer = self.renderer;
+            let mut streamed_text = false;
+            let mut on_event = |event: ModelEvent| match event {
+                ModelEvent::TextDelta(text) => {
+                    streamed_text = true;
+                    renderer.emit(Event::TextDelta(&text));
+                }
+                ModelEvent::Retrying { attempt, delay, reason } => {
+                    renderer.emit(Event::Retrying { attempt, delay, reason: &reason })
+                }
+            };
+            let request = ModelRequest {
+                system: &self.system,
+                messages: &self.history,
+                tools: &self.tool_definitions,
+            };
+            let response = self.client.send(request, &mut on_event).await?;
+            if streamed_text {
+                self.renderer.emit(Event::TextEnd);
+            }
+            let stop = response.stop_reason.clone();
+            self.renderer.emit(Event::TurnEnd {
+                stop_reason: stop_reason_name(&stop),
+                input_tokens: response.usage.input_tokens,
+                output_tokens: response.usage.output_tokens,
+            });
+
+            let mut content = response.content;
+            if stop == StopReason::MaxTokens {
+                // A tool call cut off by the limit has incomplete input: drop it, so that no
+                // tool_use is left without its result.
+                content.retain(|block| !matches!(block, ContentBlock::ToolUse { .. }));
+            }
+            let calls: Vec<(String, String, serde_json::Value)> = content
+                .iter()
+                .filter_map(|block| match block {
+                    ContentBlock::ToolUse { id, name, input } => Some((id.clone(), name.clone(), input.clone())),
+                    _ => None,
+                })
+                .collect();
+            if !content.is_empty() {
+                self.history.push(Message { role: Role::Assistant, content });
+            }
+            if calls.is_empty() {
+                if stop == StopReason::MaxTokens {
+                    self.renderer.emit(Event::Warning("the model's answer was cut off at the max_tokens limit"));
+                    return Ok(TurnEnd::MaxTokens);
+                }
+                return Ok(TurnEnd::Done);
+            }
+            let mut results = Vec::with_capacity(calls.len());
+            for (id, name, input) in calls {
+                self.renderer.emit(Event::ToolCall { id: &id, name: &name, input: &input });
+                let output = match input.get(INVALID_JSON_KEY) {
+                    Some(raw) => ToolOutput::error(format!(
+                        "invalid input: the tool input is not a JSON object: {raw}"
+                    )),
+                    None => self.tools.call(&name, &input, &id).await,
+                };
+                self.renderer.emit(Event::ToolResult { id: &id, name: &name, output: &output });
+                results.push(ContentBlock::ToolResult {
+                    tool_use_id: id,
+                    content: output.text,
+                    is_error: output.is_error,
+                });
+            }
+            self.push_user(results);
+        }
+    }
+
+    /// Puts finished background tasks into the current user message, after its other
+    /// blocks, opening a new user message if the model spoke last.
+    fn deliver_background_results(&mut self) {
+        let finished = self.background.drain_notifications();
+        if finished.is_empty() {
+            return;
+        }
+        let ids: Vec<&str> = finished.iter().map(|n| n.task_id.as_str()).collect();
+        self.renderer.emit(Event::BackgroundDelivered { task_ids: ids });
+        let text = background_results_text(&finished);
+        self.push_user(vec![ContentBlock::Text { text }]);
+    }
+
+    /// Appends blocks to the last message if it is the user's, or starts a user message.
+    fn push_user(&mut self, blocks: Vec<ContentBlock>) {
+        match self.history.last_mut() {
+            Some(message) if message.role == Role::User => message.content.extend(blocks),
+            _ => self.history.push(Message { role: Role::User, content: blocks }),
+        }
+    }
+
+    /// Makes the history valid again after a turn was interrupted: every `tool_use` of the
+    /// last assistant message gets a result, so the next request is accepted.
+    pub fn repair_after_interrupt(&mut self) {
+        let Some(last) = self.history.last() else {
+            return;
+        };
+        if last.role != Role::Assistant {
+            return;
+        }
+        let unanswered: Vec<ContentBlock> = last
+            .content
+            .iter()
+            .filter_map(|block| match block {
+                ContentBlock::ToolUse { id, .. } => Some(ContentBlock::ToolResult {
+                    tool_use_id: id.clone(),
+                    content: "interrupted by the user before the tool finished".into(),
+                    is_error: true,
+                }),
+                _ => None,
+            })
+            .collect();
+        if !unanswered.is_empty() {
+            self.push_user(unanswered);
+        }
+    }
+}
+
+fn stop_reason_name(reason: &StopReason) -> &str {
+    match reason {
+        StopReason::EndTurn => "end_turn",
+        StopReason::ToolUse => "tool_use",
+        StopReason::MaxTokens => "max_tokens",
+        StopReason::StopSequence => "stop_sequence",
+        StopReason::Other(other) => other,
+    }
+}

@@ -1,0 +1,137 @@
+//! Wiring: builds the runtime objects from a [`Config`] and runs one-shot or REPL mode.
+//!
+//! This is the only place that knows every module. It owns the shutdown: whatever way the
+//! run ends (answer given, error, Ctrl-C, SIGTERM, panic), every background process group
+//! is ended before the host exits.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use crate::agent::{Agent, TurnEnd};
+use crate::background::{BackgroundConfig, BackgroundManager};
+use crate::cli::{Cli, Command, PluginsCommand};
+use crate::config::Config;
+use crate::model::anthropic::AnthropicClient;
+use crate::plugin::{PluginHost, PluginLimits, PluginSource, WorkspaceAccess};
+use crate::render::{Event, Renderer};
+use crate::tools::ToolRegistry;
+use crate::tools::native::{NativeConfig, NativeTools};
+
+/// The built-in file tools component, built from `plugins/fs-tools` by the build script.
+const FS_TOOLS_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fs_tools.wasm"));
+
+/// How a run ended, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+}
+
+/// Ends every background process group when dropped, also on a panic or early return.
+struct ShutdownGuard(BackgroundManager);
+
+impl Drop for ShutdownGuard {
+    fn drop(&mut self) {
+        self.0.kill_all_now();
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<Outcome> {
+    let config = Config::from_cli(&cli)?;
+    let renderer = Renderer::new(config.output);
+    let plugins = load_plugins(&config)?;
+    if let Some(Command::Plugins(PluginsCommand::List)) = &cli.command {
+        print_plugins(&plugins);
+        return Ok(Outcome::Success);
+    }
+    let client = AnthropicClient::new(config.model.require_key()?).context("creating the HTTP client")?;
+
+    let background = BackgroundManager::new(BackgroundConfig {
+        workspace: config.workspace.clone(),
+        log_dir: config.task_log_dir.clone(),
+        max_running: config.max_background,
+    });
+    let _guard = ShutdownGuard(background.clone());
+    let native = NativeTools::new(
+        NativeConfig {
+            workspace: config.workspace.clone(),
+            bash_timeout: config.bash_timeout,
+            background_timeout: config.background_timeout,
+        },
+        background.clone(),
+    );
+    let (tools, problems) = ToolRegistry::new(native, Arc::new(plugins));
+    for problem in &problems {
+        renderer.emit(Event::Warning(problem));
+    }
+    let system = system_prompt(&config);
+    let mut agent = Agent::new(client, tools, background.clone(), renderer, system);
+
+    let outcome = match &cli.prompt {
+        Some(prompt) => {
+            tokio::select! {
+                result = one_shot(&mut agent, prompt, &background) => result.map(|()| Outcome::Success),
+                () = shutdown_signal() => Ok(Outcome::Interrupted),
+            }
+        }
+        None => crate::repl::run(&mut agent, &background, renderer, &config).await,
+    };
+    background.shutdown().await;
+    outcome
+}
+
+/// Runs the prompt to the end, then waits for the background tasks it started and lets the
+/// model see each result, so no result is dropped.
+async fn one_shot(agent: &mut Agent, prompt: &str, background: &BackgroundManager) -> Result<()> {
+    agent.run_turn(Some(prompt)).await?;
+    while background.has_pending() {
+        background.wait_for_notification().await;
+        if agent.run_turn(None).await? == TurnEnd::Idle {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn load_plugins(config: &Config) -> Result<PluginHost> {
+    let mut plugins = PluginHost::new(&config.workspace, config.cache_dir.clone(), PluginLimits::default())?;
+    plugins
+        .load("fs-tools", PluginSource::BuiltIn, FS_TOOLS_COMPONENT, WorkspaceAccess::ReadWrite)
+        .context("loading the built-in file tools")?;
+    Ok(plugins)
+}
+
+fn print_plugins(plugins: &PluginHost) {
+    for plugin in plugins.plugins() {
+        println!("{} ({}, workspace: {:?}, cache: {:?})", plugin.name, plugin.source, plugin.workspace_access, plugin.cache);
+        for tool in &plugin.tools {
+            println!("  {:<16} {}", tool.name, tool.description);
+        }
+    }
+}
+
+fn system_prompt(config: &Config) -> String {
+    format!(
+        "You are a coding agent working in {}. Use the file tools (read_file, write_file, edit_file) for files and bash for short commands. \
+Use background_run for anything slow (builds, installs, test runs) and keep working while it runs: \
+its result is delivered to you automatically in <background-results>, so never sleep or poll for it.",
+        config.workspace.display()
+    )
+}

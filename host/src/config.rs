@@ -1,0 +1,139 @@
+//! Flags, environment and `.env` turned into one validated [`Config`].
+//!
+//! Only this module reads the environment; everything after it gets its settings from a
+//! `Config`, so tests and the binary configure the same way.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::Cli;
+use crate::model::anthropic::{AnthropicConfig, DEFAULT_BASE_URL};
+use crate::render::OutputFormat;
+
+/// A setting is missing or wrong; the message says which and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("ANTHROPIC_API_KEY is not set: export it, or put ANTHROPIC_API_KEY=... in a .env file in the current directory")]
+    MissingApiKey,
+    #[error("the workspace {path} is not a directory you can use: {reason}")]
+    Workspace { path: PathBuf, reason: String },
+    #[error("{name} must be {what}, not {value:?}")]
+    Invalid { name: &'static str, what: &'static str, value: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Absolute and canonical.
+    pub workspace: PathBuf,
+    pub model: AnthropicConfigDraft,
+    pub output: OutputFormat,
+    pub bash_timeout: Duration,
+    pub background_timeout: Duration,
+    pub max_background: usize,
+    /// Per-run directory of background task logs (outside the workspace).
+    pub task_log_dir: PathBuf,
+    /// Compiled-component cache, `None` when no cache directory can be found.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Model settings before the API key is required (plugin commands need no key).
+#[derive(Debug, Clone)]
+pub struct AnthropicConfigDraft {
+    pub base_url: String,
+    pub api_key: Option<String>,
+    pub model: String,
+    pub max_tokens: u32,
+}
+
+impl AnthropicConfigDraft {
+    /// The client settings; fails when no API key is set.
+    pub fn require_key(&self) -> Result<AnthropicConfig, ConfigError> {
+        let api_key = self.api_key.clone().ok_or(ConfigError::MissingApiKey)?;
+        Ok(AnthropicConfig {
+            base_url: self.base_url.clone(),
+            api_key,
+            model: self.model.clone(),
+            max_tokens: self.max_tokens,
+            max_retries: 4,
+            min_retry_delay: Duration::from_secs(1),
+        })
+    }
+}
+
+/// Loads `.env` from the current directory, overriding the environment as the seed lesson
+/// does. Call before parsing flags, since flags read environment defaults.
+pub fn load_dotenv() -> Result<(), String> {
+    match dotenvy::dotenv_override() {
+        Ok(_) => Ok(()),
+        Err(e) if e.not_found() => Ok(()),
+        Err(e) => Err(format!("cannot read .env: {e}")),
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl Config {
+    pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
+        let workspace = canonical_dir(&cli.workspace)?;
+        if cli.max_tokens == 0 {
+            return Err(ConfigError::Invalid { name: "--max-tokens", what: "at least 1", value: "0".into() });
+        }
+        for (name, value) in [("--bash-timeout", cli.bash_timeout), ("--background-timeout", cli.background_timeout)] {
+            if value == 0 {
+                return Err(ConfigError::Invalid { name, what: "at least 1 second", value: "0".into() });
+            }
+        }
+        if cli.max_background == 0 {
+            return Err(ConfigError::Invalid { name: "--max-background", what: "at least 1", value: "0".into() });
+        }
+        let base_url = env("ANTHROPIC_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                name: "ANTHROPIC_BASE_URL",
+                what: "an http:// or https:// URL",
+                value: base_url,
+            });
+        }
+        let state_dir = env("AGENT_STATE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| env("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("agent")))
+            .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".local/state/agent")))
+            .unwrap_or_else(|| std::env::temp_dir().join("agent-state"));
+        let run_id = format!(
+            "{}-{}",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            std::process::id()
+        );
+        let cache_dir = env("AGENT_CACHE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("agent")))
+            .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".cache/agent")))
+            .map(|d| d.join("components"));
+        Ok(Config {
+            workspace,
+            model: AnthropicConfigDraft {
+                base_url,
+                api_key: env("ANTHROPIC_API_KEY"),
+                model: cli.model.clone(),
+                max_tokens: cli.max_tokens,
+            },
+            output: cli.output,
+            bash_timeout: Duration::from_secs(cli.bash_timeout),
+            background_timeout: Duration::from_secs(cli.background_timeout),
+            max_background: cli.max_background,
+            task_log_dir: state_dir.join("tasks").join(run_id),
+            cache_dir,
+        })
+    }
+}
+
+fn canonical_dir(path: &Path) -> Result<PathBuf, ConfigError> {
+    let fail = |reason: String| ConfigError::Workspace { path: path.to_path_buf(), reason };
+    let canonical = path.canonicalize().map_err(|e| fail(e.to_string()))?;
+    if !canonical.is_dir() {
+        return Err(fail("not a directory".into()));
+    }
+    Ok(canonical)
+}

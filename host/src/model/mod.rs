@@ -1,0 +1,125 @@
+//! Model providers: the conversation types and the client that sends them.
+//!
+//! The conversation is kept in the Anthropic Messages shape (user and assistant messages
+//! made of text, `tool_use` and `tool_result` blocks), which is what the loop reasons in.
+//! [`anthropic`] speaks it over HTTP with streaming and retries.
+
+pub mod anthropic;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// One block of a message's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentBlock {
+    Text {
+        text: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: String,
+        content: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        is_error: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: Vec<ContentBlock>,
+}
+
+/// Why the model stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    EndTurn,
+    ToolUse,
+    MaxTokens,
+    StopSequence,
+    /// A reason this host does not know; treated like the end of the turn.
+    Other(String),
+}
+
+impl StopReason {
+    pub fn parse(reason: &str) -> StopReason {
+        match reason {
+            "end_turn" => StopReason::EndTurn,
+            "tool_use" => StopReason::ToolUse,
+            "max_tokens" => StopReason::MaxTokens,
+            "stop_sequence" => StopReason::StopSequence,
+            other => StopReason::Other(other.to_string()),
+        }
+    }
+}
+
+/// Tokens used by one model call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// The assistant's answer to one request.
+#[derive(Debug, Clone)]
+pub struct ModelResponse {
+    pub content: Vec<ContentBlock>,
+    pub stop_reason: StopReason,
+    pub usage: Usage,
+}
+
+/// What happens during a call, for showing progress as it streams.
+#[derive(Debug, Clone)]
+pub enum ModelEvent {
+    /// A piece of assistant text.
+    TextDelta(String),
+    /// A request failed in a way worth retrying; the next attempt starts after `delay`.
+    Retrying { attempt: usize, delay: std::time::Duration, reason: String },
+}
+
+/// A tool as the model API wants it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolDefinition {
+    pub name: String,
+    pub description: String,
+    pub input_schema: Value,
+}
+
+/// Everything one model call sends.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelRequest<'a> {
+    pub system: &'a str,
+    pub messages: &'a [Message],
+    pub tools: &'a [ToolDefinition],
+}
+
+/// Why a model call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The API answered with an error status (after retries, where it was retryable).
+    #[error("model API error {status}{}: {message}", kind.as_deref().map(|k| format!(" ({k})")).unwrap_or_default())]
+    Api { status: u16, kind: Option<String>, message: String },
+    /// The server could not be reached (after retries).
+    #[error("cannot reach the model API at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The answer stream broke off or could not be understood. Not retried: the model may
+    /// already have produced part of an answer.
+    #[error("the model's answer stream failed: {0}")]
+    Stream(String),
+}

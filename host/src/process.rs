@@ -1,0 +1,237 @@
+//! The one place native processes are started and stopped.
+//!
+//! Every shell command the agent runs (the blocking `bash` tool and background tasks) goes
+//! through [`spawn_shell`]: `bash -c COMMAND` in the workspace, stdin from /dev/null (a
+//! command waiting on a prompt gets EOF instead of hanging), a documented environment, its
+//! own process group (so a timeout or kill reaches every process it started), and stdout and
+//! stderr merged into one pipe in the order they were written. [`terminate_group`] ends a
+//! group politely (SIGTERM), then by force (SIGKILL) after a grace period.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncRead;
+use tokio::process::{Child, Command};
+
+/// How long a process group gets between SIGTERM and SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// Environment variables passed through from the host to commands; everything else is
+/// dropped, so API keys in the host's environment never reach a command.
+const PASSED_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM",
+    "CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "GOPATH", "JAVA_HOME", "VIRTUAL_ENV", "PYENV_ROOT",
+    "NVM_DIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY",
+    "HTTPS_PROXY", "NO_PROXY",
+];
+
+/// A started shell command: the child process and the read end of its merged output.
+pub struct ShellProcess {
+    pub child: Child,
+    /// The process group id, equal to the shell's pid.
+    pub pgid: i32,
+    pub output: Box<dyn AsyncRead + Send + Unpin>,
+}
+
+/// Starts `bash -c command` in `cwd`, in a new process group, with stdin from /dev/null.
+pub fn spawn_shell(command: &str, cwd: &Path) -> std::io::Result<ShellProcess> {
+    let (reader, writer) = std::io::pipe()?;
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(command)
+        .current_dir(cwd)
+        .env_clear()
+        .envs(passed_env())
+        .env("AGENT", "1")
+        .env("PAGER", "cat")
+        .env("GIT_PAGER", "cat")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
+        .process_group(0)
+        .kill_on_drop(false);
+    let child = cmd.spawn()?;
+    // The command (not `cmd`) holds the write ends now; drop ours so EOF arrives when the
+    // last process of the command closes its copy.
+    drop(cmd);
+    let pgid = child.id().map(|id| id as i32).unwrap_or(0);
+    let output = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())?;
+    Ok(ShellProcess { child, pgid, output: Box::new(output) })
+}
+
+fn passed_env() -> Vec<(OsString, OsString)> {
+    PASSED_ENV
+        .iter()
+        .filter_map(|name| std::env::var_os(name).map(|value| (OsString::from(name), value)))
+        .collect()
+}
+
+/// Sends SIGTERM to the whole group, waits up to `grace` for it to empty, then SIGKILLs
+/// whatever is left. Returns once no process of the group remains (or SIGKILL was sent).
+pub async fn terminate_group(pgid: i32, grace: Duration) {
+    if pgid <= 0 || !group_alive(pgid) {
+        return;
+    }
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+    // A stopped process cannot act on SIGTERM until it is continued.
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGCONT);
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        if !group_alive(pgid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kill_group_now(pgid);
+}
+
+/// SIGKILLs the whole group at once; for exits where there is no time to be polite.
+pub fn kill_group_now(pgid: i32) {
+    if pgid > 0 {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+/// Whether any process of the group still exists (zombies not yet reaped count).
+pub fn group_alive(pgid: i32) -> bool {
+    pgid > 0 && killpg(Pid::from_raw(pgid), None).is_ok()
+}
+
+/// How many live (not zombie) processes are in the group, read from /proc.
+pub fn live_processes_in_group(pgid: i32) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // The fields after the command name (which is in parentheses and may hold spaces):
+            // state, ppid, pgrp, ...
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next().unwrap_or("Z");
+            let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
+            state != "Z" && pgrp == Some(pgid)
+        })
+        .count()
+}
+
+/// How a finished shell command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    /// The shell exited with this code.
+    Code(i32),
+    /// The shell was ended by this signal number.
+    Signal(i32),
+}
+
+impl ExitKind {
+    pub fn from_status(status: std::process::ExitStatus) -> ExitKind {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => ExitKind::Code(code),
+            (None, Some(sig)) => ExitKind::Signal(sig),
+            (None, None) => ExitKind::Code(-1),
+        }
+    }
+
+    pub fn success(self) -> bool {
+        self == ExitKind::Code(0)
+    }
+}
+
+impl std::fmt::Display for ExitKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitKind::Code(code) => write!(f, "exit code {code}"),
+            ExitKind::Signal(sig) => {
+                let name = Signal::try_from(*sig).map(|s| s.as_str()).unwrap_or("unknown signal");
+                write!(f, "killed by signal {sig} ({name})")
+            }
+        }
+    }
+}
+
+/// How long output is still read after the shell exited, for grandchildren that keep the
+/// pipe open; after that the rest goes unread (a hang the seed lesson suffers from).
+const DRAIN_BOUND: Duration = Duration::from_millis(500);
+
+/// Why a supervised command stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The shell exited by itself.
+    Exited,
+    /// The time limit ran out; the group was ended.
+    TimedOut,
+    /// A kill was requested; the group was ended.
+    Killed,
+}
+
+/// The end of a supervised command.
+#[derive(Debug, Clone, Copy)]
+pub struct Supervised {
+    pub ending: Ending,
+    pub exit: Option<ExitKind>,
+    /// Live processes left in the group after the shell exited (started in the background
+    /// by the command); zero after a timeout or kill.
+    pub lingering: usize,
+}
+
+/// Runs a started shell to its end: feeds its output to `on_output` as it arrives, ends the
+/// whole group on timeout or when `cancel` resolves, and bounds the drain after exit.
+pub async fn supervise(
+    shell: ShellProcess,
+    timeout: Duration,
+    cancel: impl std::future::Future<Output = ()>,
+    mut on_output: impl FnMut(&[u8]) + Send + 'static,
+) -> Supervised {
+    use tokio::io::AsyncReadExt;
+    let ShellProcess { mut child, pgid, output: mut reader } = shell;
+    let mut drain = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            on_output(&buf[..n]);
+        }
+    });
+    let wait_exit = |status: std::io::Result<std::process::ExitStatus>| status.ok().map(ExitKind::from_status);
+    let ending = tokio::select! {
+        status = child.wait() => Some(wait_exit(status)),
+        _ = tokio::time::sleep(timeout) => None,
+        _ = cancel => {
+            terminate_group(pgid, KILL_GRACE).await;
+            return finish(Ending::Killed, wait_exit(child.wait().await), &mut drain, pgid).await;
+        }
+    };
+    match ending {
+        Some(exit) => finish(Ending::Exited, exit, &mut drain, pgid).await,
+        None => {
+            terminate_group(pgid, KILL_GRACE).await;
+            finish(Ending::TimedOut, wait_exit(child.wait().await), &mut drain, pgid).await
+        }
+    }
+}
+
+async fn finish(
+    ending: Ending,
+    exit: Option<ExitKind>,
+    drain: &mut tokio::task::JoinHandle<()>,
+    pgid: i32,
+) -> Supervised {
+    if tokio::time::timeout(DRAIN_BOUND, &mut *drain).await.is_err() {
+        drain.abort();
+    }
+    let lingering = if ending == Ending::Exited { live_processes_in_group(pgid) } else { 0 };
+    Supervised { ending, exit, lingering }
+}

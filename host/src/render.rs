@@ -1,0 +1,162 @@
+//! Turns what the agent does into output: human text, or JSON lines for scripts.
+//!
+//! Library code never prints; the loop reports [`Event`]s here. In text mode the model's
+//! words go to stdout and tool activity to stderr (so `agent -p ... > answer.txt` captures
+//! the answer); in JSON mode every event is one JSON object per line on stdout.
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+
+use crate::background::Notification;
+use crate::tools::ToolOutput;
+
+/// How output is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line on stdout.
+    Json,
+}
+
+/// Something the agent did that the user may want to see.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A piece of the model's answer as it streams.
+    TextDelta(&'a str),
+    /// The model's message is complete.
+    TextEnd,
+    ToolCall { id: &'a str, name: &'a str, input: &'a Value },
+    ToolResult { id: &'a str, name: &'a str, output: &'a ToolOutput },
+    /// A background task finished (announced as soon as it happens, in the REPL).
+    TaskFinished(&'a Notification),
+    /// Finished tasks were put into the conversation for the model.
+    BackgroundDelivered { task_ids: Vec<&'a str> },
+    Retrying { attempt: usize, delay: std::time::Duration, reason: &'a str },
+    Warning(&'a str),
+    TurnEnd { stop_reason: &'a str, input_tokens: u64, output_tokens: u64 },
+}
+
+/// Prints events in the chosen format.
+#[derive(Debug, Clone, Copy)]
+pub struct Renderer {
+    format: OutputFormat,
+}
+
+/// The longest tool output echoed on screen in text mode (the model gets all of it).
+const SHOWN_OUTPUT_LINES: usize = 6;
+
+impl Renderer {
+    pub fn new(format: OutputFormat) -> Renderer {
+        Renderer { format }
+    }
+
+    pub fn format(&self) -> OutputFormat {
+        self.format
+    }
+
+    pub fn emit(&self, event: Event<'_>) {
+        match self.format {
+            OutputFormat::Text => self.text(event),
+            OutputFormat::Json => {
+                if let Some(value) = json_event(&event) {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{value}");
+                    let _ = out.flush();
+                }
+            }
+        }
+    }
+
+    fn text(&self, event: Event<'_>) {
+        match event {
+            Event::TextDelta(text) => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            }
+            Event::TextEnd => println!(),
+            Event::ToolCall { name, input, .. } => eprintln!("> {name} {}", summarize_input(input)),
+            Event::ToolResult { output, .. } => {
+                let marker = if output.is_error { "  ! " } else { "  < " };
+                let lines: Vec<&str> = output.text.lines().collect();
+                for line in lines.iter().take(SHOWN_OUTPUT_LINES) {
+                    eprintln!("{marker}{}", clip(line, 160));
+                }
+                if lines.len() > SHOWN_OUTPUT_LINES {
+                    eprintln!("    ... ({} more lines)", lines.len() - SHOWN_OUTPUT_LINES);
+                }
+            }
+            Event::TaskFinished(n) => eprintln!("{}", task_finished_line(n)),
+            Event::BackgroundDelivered { task_ids } => {
+                eprintln!("[background results delivered to the model: {}]", task_ids.join(", "))
+            }
+            Event::Retrying { attempt, delay, reason } => eprintln!(
+                "[model API: {reason}; retry {attempt} in {:.1}s]",
+                delay.as_secs_f64()
+            ),
+            Event::Warning(text) => eprintln!("warning: {text}"),
+            Event::TurnEnd { .. } => {}
+        }
+    }
+}
+
+/// The one-line announcement of a finished background task.
+pub fn task_finished_line(n: &Notification) -> String {
+    format!(
+        "[background {} {}{} in {:.1}s: {}]",
+        n.task_id,
+        n.status.as_str(),
+        n.exit.map(|e| format!(", {e}")).unwrap_or_default(),
+        n.duration.as_secs_f64(),
+        clip(&n.command, 80)
+    )
+}
+
+fn json_event(event: &Event<'_>) -> Option<Value> {
+    Some(match event {
+        Event::TextDelta(text) => json!({"type": "text", "text": text}),
+        Event::TextEnd => return None,
+        Event::ToolCall { id, name, input } => json!({"type": "tool_call", "id": id, "name": name, "input": input}),
+        Event::ToolResult { id, name, output } => json!({
+            "type": "tool_result", "id": id, "name": name, "is_error": output.is_error, "output": output.text
+        }),
+        Event::TaskFinished(n) => json!({
+            "type": "background_finished",
+            "task_id": n.task_id,
+            "command": n.command,
+            "status": n.status.as_str(),
+            "exit": n.exit.map(|e| e.to_string()),
+            "duration_secs": n.duration.as_secs_f64(),
+            "log": n.log_path,
+        }),
+        Event::BackgroundDelivered { task_ids } => json!({"type": "background_delivered", "task_ids": task_ids}),
+        Event::Retrying { attempt, delay, reason } => json!({
+            "type": "retry", "attempt": attempt, "delay_secs": delay.as_secs_f64(), "reason": reason
+        }),
+        Event::Warning(text) => json!({"type": "warning", "message": text}),
+        Event::TurnEnd { stop_reason, input_tokens, output_tokens } => json!({
+            "type": "turn_end", "stop_reason": stop_reason, "input_tokens": input_tokens, "output_tokens": output_tokens
+        }),
+    })
+}
+
+/// A one-line view of a tool input: the command or path when there is one.
+fn summarize_input(input: &Value) -> String {
+    for key in ["command", "path", "task_id"] {
+        if let Some(value) = input.get(key).and_then(Value::as_str) {
+            return clip(value, 120);
+        }
+    }
+    clip(&input.to_string(), 120)
+}
+
+fn clip(text: &str, max_chars: usize) -> String {
+    let first_line = text.lines().next().unwrap_or("");
+    let mut clipped: String = first_line.chars().take(max_chars).collect();
+    if clipped.len() < text.len() {
+        clipped.push('…');
+    }
+    clipped
+}

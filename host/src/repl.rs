@@ -1,0 +1,177 @@
+//! The interactive loop: a line editor with history, slash commands, and background tasks
+//! announced the moment they finish.
+//!
+//! rustyline blocks, so it lives on its own thread and hands lines over a channel; the async
+//! side stays free to announce finished tasks (through rustyline's external printer, which
+//! redraws the prompt) and to react to SIGTERM while the user types.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use rustyline::error::ReadlineError;
+use rustyline::{DefaultEditor, ExternalPrinter};
+use tokio::sync::oneshot;
+
+use crate::agent::Agent;
+use crate::app::{Outcome, shutdown_signal};
+use crate::background::BackgroundManager;
+use crate::config::Config;
+use crate::render::{Event, OutputFormat, Renderer, task_finished_line};
+
+const HELP: &str = "Type a request for the agent. Commands:
+  /tasks       list background tasks
+  /kill ID     stop a background task
+  /help        this help
+  exit, q      quit (or Ctrl-D); Ctrl-C stops the running turn";
+
+/// What the line-editor thread hands over.
+enum Input {
+    Line(String),
+    /// Ctrl-C at the prompt.
+    Interrupted,
+    /// Ctrl-D, or the end of piped input.
+    Eof,
+}
+
+/// The line editor on its own thread: each request gets one line back.
+struct LineReader {
+    requests: std::sync::mpsc::Sender<oneshot::Sender<Input>>,
+}
+
+impl LineReader {
+    fn start(history: Option<PathBuf>) -> (LineReader, Option<Box<dyn ExternalPrinter + Send>>) {
+        let (requests, incoming) = std::sync::mpsc::channel::<oneshot::Sender<Input>>();
+        let (printer_tx, printer_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("line-editor".into())
+            .spawn(move || {
+                let Ok(mut editor) = DefaultEditor::new() else {
+                    let _ = printer_tx.send(None);
+                    for reply in incoming {
+                        let _ = reply.send(Input::Eof);
+                    }
+                    return;
+                };
+                let printer = editor
+                    .create_external_printer()
+                    .ok()
+                    .map(|p| Box::new(p) as Box<dyn ExternalPrinter + Send>);
+                let _ = printer_tx.send(printer);
+                if let Some(path) = &history {
+                    let _ = editor.load_history(path);
+                }
+                for reply in incoming {
+                    let input = match editor.readline("agent> ") {
+                        Ok(line) => {
+                            if !line.trim().is_empty() {
+                                let _ = editor.add_history_entry(line.as_str());
+                                if let Some(path) = &history {
+                                    let _ = editor.save_history(path);
+                                }
+                            }
+                            Input::Line(line)
+                        }
+                        Err(ReadlineError::Interrupted) => Input::Interrupted,
+                        Err(_) => Input::Eof,
+                    };
+                    let _ = reply.send(input);
+                }
+            })
+            .expect("spawning the line-editor thread");
+        let printer = printer_rx.recv().ok().flatten();
+        (LineReader { requests }, printer)
+    }
+
+    async fn read(&self) -> Input {
+        let (reply, answer) = oneshot::channel();
+        if self.requests.send(reply).is_err() {
+            return Input::Eof;
+        }
+        answer.await.unwrap_or(Input::Eof)
+    }
+}
+
+pub async fn run(agent: &mut Agent, background: &BackgroundManager, renderer: Renderer, config: &Config) -> Result<Outcome> {
+    let history = config.task_log_dir.parent().and_then(|tasks| tasks.parent()).map(|state| {
+        let _ = std::fs::create_dir_all(state);
+        state.join("repl-history")
+    });
+    let (reader, printer) = LineReader::start(history);
+    let announcer = announce_finished_tasks(background, renderer, printer);
+    eprintln!("agent in {} — type /help for commands, exit or Ctrl-D to quit", config.workspace.display());
+
+    let outcome = loop {
+        let input = tokio::select! {
+            input = reader.read() => input,
+            () = shutdown_signal() => break Outcome::Interrupted,
+        };
+        let line = match input {
+            Input::Line(line) => line,
+            Input::Interrupted => {
+                eprintln!("(Ctrl-C: type exit or press Ctrl-D to quit)");
+                continue;
+            }
+            Input::Eof => break Outcome::Success,
+        };
+        let line = line.trim();
+        match line {
+            "" => continue,
+            "exit" | "q" | "quit" => break Outcome::Success,
+            "/help" => eprintln!("{HELP}"),
+            "/tasks" => {
+                let tasks = background.list();
+                if tasks.is_empty() {
+                    eprintln!("no background tasks");
+                }
+                for task in tasks {
+                    eprintln!("{}", task.summary_line());
+                }
+            }
+            _ if line.starts_with("/kill") => match line["/kill".len()..].trim() {
+                "" => eprintln!("usage: /kill ID"),
+                id => match background.kill(id) {
+                    Ok(status) if status.is_finished() => eprintln!("{id} had already ended ({})", status.as_str()),
+                    Ok(_) => eprintln!("stopping {id}"),
+                    Err(e) => eprintln!("{e}"),
+                },
+            },
+            _ if line.starts_with('/') => eprintln!("unknown command {line}; type /help"),
+            prompt => {
+                let finished = tokio::select! {
+                    result = agent.run_turn(Some(prompt)) => Some(result),
+                    () = shutdown_signal() => None,
+                };
+                match finished {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => renderer.emit(Event::Warning(&format!("{e} (your conversation is kept; try again)"))),
+                    None => {
+                        agent.repair_after_interrupt();
+                        eprintln!("\n[interrupted]");
+                    }
+                }
+            }
+        }
+    };
+    announcer.abort();
+    Ok(outcome)
+}
+
+/// Shows each finished background task as soon as it finishes; the model still gets it
+/// with its next call.
+fn announce_finished_tasks(
+    background: &BackgroundManager,
+    renderer: Renderer,
+    mut printer: Option<Box<dyn ExternalPrinter + Send>>,
+) -> tokio::task::JoinHandle<()> {
+    let mut finished = background.subscribe();
+    tokio::spawn(async move {
+        while let Ok(n) = finished.recv().await {
+            match printer.as_mut() {
+                Some(printer) if renderer.format() == OutputFormat::Text => {
+                    let _ = printer.print(task_finished_line(&n));
+                }
+                _ => renderer.emit(Event::TaskFinished(&n)),
+            }
+        }
+    })
+}

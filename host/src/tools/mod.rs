@@ -1,0 +1,150 @@
+//! The tool registry: every tool the model may call, by name, and how to run it.
+//!
+//! Two kinds of tool live here behind one interface: native tools (`bash` and the
+//! background-task tools, the only ones that start processes) and plugin tools (every file
+//! tool, run as a WebAssembly component by the [`crate::plugin`] runtime). The agent loop
+//! only sees [`ToolSpec`]s and [`ToolOutput`]s.
+
+pub mod native;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use serde_json::Value;
+
+use crate::plugin::PluginHost;
+use native::NativeTools;
+
+/// What the host may assume about a tool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ToolHints {
+    pub read_only: bool,
+    pub destructive: bool,
+    pub idempotent: bool,
+}
+
+/// A tool as offered to the model.
+#[derive(Debug, Clone)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the input; always an object schema.
+    pub input_schema: Value,
+    pub hints: ToolHints,
+}
+
+impl ToolSpec {
+    /// Checks what the model API requires of a tool: a name of 1 to 64 characters of
+    /// `[a-zA-Z0-9_-]` and an object schema.
+    pub fn validate(&self) -> Result<()> {
+        let name_ok = (1..=64).contains(&self.name.len())
+            && self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            bail!(
+                "tool name {:?} is invalid: use 1 to 64 characters of a-z, A-Z, 0-9, `_` and `-`",
+                self.name
+            );
+        }
+        if self.input_schema.get("type").and_then(Value::as_str) != Some("object") {
+            bail!(
+                "tool `{}`: the input schema must be a JSON object schema ({{\"type\": \"object\", ...}})",
+                self.name
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The result of one tool call, as the model sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolOutput {
+    pub text: String,
+    pub is_error: bool,
+}
+
+impl ToolOutput {
+    pub fn ok(text: impl Into<String>) -> ToolOutput {
+        ToolOutput { text: text.into(), is_error: false }
+    }
+
+    pub fn error(text: impl Into<String>) -> ToolOutput {
+        ToolOutput { text: text.into(), is_error: true }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Handler {
+    Native,
+    Plugin(usize),
+}
+
+/// Every tool by name; built once at start-up.
+pub struct ToolRegistry {
+    specs: Vec<ToolSpec>,
+    handlers: HashMap<String, Handler>,
+    native: NativeTools,
+    plugins: Arc<PluginHost>,
+}
+
+impl ToolRegistry {
+    /// Registers the native tools, then each plugin's tools. A plugin tool whose name is
+    /// taken is refused with an error naming both sources; the rest still register.
+    pub fn new(native: NativeTools, plugins: Arc<PluginHost>) -> (ToolRegistry, Vec<String>) {
+        let mut registry = ToolRegistry {
+            specs: Vec::new(),
+            handlers: HashMap::new(),
+            native,
+            plugins: plugins.clone(),
+        };
+        let mut problems = Vec::new();
+        for spec in NativeTools::specs() {
+            registry.handlers.insert(spec.name.clone(), Handler::Native);
+            registry.specs.push(spec);
+        }
+        for (index, plugin) in plugins.plugins().iter().enumerate() {
+            for spec in &plugin.tools {
+                if registry.handlers.contains_key(&spec.name) {
+                    problems.push(format!(
+                        "{}: tool `{}` is already provided by another tool; this one is skipped",
+                        plugin.source, spec.name
+                    ));
+                    continue;
+                }
+                registry.handlers.insert(spec.name.clone(), Handler::Plugin(index));
+                registry.specs.push(spec.clone());
+            }
+        }
+        (registry, problems)
+    }
+
+    pub fn specs(&self) -> &[ToolSpec] {
+        &self.specs
+    }
+
+    /// Runs a tool. Every failure, including an unknown tool name or input that is not a
+    /// JSON object, becomes an error output for the model; nothing here ends the loop.
+    pub async fn call(&self, name: &str, input: &Value, call_id: &str) -> ToolOutput {
+        let Some(handler) = self.handlers.get(name).copied() else {
+            let known: Vec<&str> = self.specs.iter().map(|s| s.name.as_str()).collect();
+            return ToolOutput::error(format!("unknown tool `{name}`; the tools are: {}", known.join(", ")));
+        };
+        if !input.is_object() {
+            return ToolOutput::error(format!("invalid input: the input of `{name}` must be a JSON object"));
+        }
+        match handler {
+            Handler::Native => self.native.call(name, input).await,
+            Handler::Plugin(index) => {
+                let plugins = self.plugins.clone();
+                let (name, input, call_id) = (name.to_string(), input.to_string(), call_id.to_string());
+                let joined =
+                    tokio::task::spawn_blocking(move || plugins.call(index, &name, &input, &call_id)).await;
+                match joined {
+                    Ok(Ok(text)) => ToolOutput::ok(text),
+                    Ok(Err(error)) => ToolOutput::error(error.to_string()),
+                    Err(join) => ToolOutput::error(format!("internal: the plugin call panicked: {join}")),
+                }
+            }
+        }
+    }
+}

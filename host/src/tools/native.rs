@@ -1,0 +1,225 @@
+//! The native tools: `bash` (blocking) and the background-task tools.
+//!
+//! These are the only tools that start processes, all through [`crate::process`], under one
+//! policy: workspace as working directory, a clean environment, stdin from /dev/null, a
+//! process group per command, a time limit that ends the whole group.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ToolHints, ToolOutput, ToolSpec};
+use crate::background::BackgroundManager;
+use crate::output::HeadTail;
+use crate::process::{self, Ending};
+
+/// Output of a `bash` call kept for the model, as in the seed lesson.
+const BASH_OUTPUT_LIMIT: usize = 50_000;
+/// The longest time limit the model may ask for, in seconds (one day).
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+/// Settings of the native tools.
+#[derive(Debug, Clone)]
+pub struct NativeConfig {
+    pub workspace: PathBuf,
+    pub bash_timeout: Duration,
+    pub background_timeout: Duration,
+}
+
+pub struct NativeTools {
+    config: NativeConfig,
+    background: BackgroundManager,
+}
+
+#[derive(Deserialize)]
+struct CommandInput {
+    command: String,
+    timeout: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct TaskInput {
+    task_id: Option<String>,
+}
+
+impl NativeTools {
+    pub fn new(config: NativeConfig, background: BackgroundManager) -> NativeTools {
+        NativeTools { config, background }
+    }
+
+    pub fn specs() -> Vec<ToolSpec> {
+        let command_schema = |what: &str, default: u64| {
+            json!({
+                "type": "object",
+                "properties": {
+                    "command": {"type": "string", "description": what},
+                    "timeout": {
+                        "type": "number",
+                        "exclusiveMinimum": 0,
+                        "description": format!("Time limit in seconds (default {default}); the command's whole process group is ended when it runs out")
+                    }
+                },
+                "required": ["command"]
+            })
+        };
+        let task_schema = |required: bool, what: &str| {
+            let mut schema = json!({
+                "type": "object",
+                "properties": {"task_id": {"type": "string", "description": what}}
+            });
+            if required {
+                schema["required"] = json!(["task_id"]);
+            }
+            schema
+        };
+        vec![
+            ToolSpec {
+                name: "bash".into(),
+                description: "Run a shell command in the workspace and wait for it. Use background_run instead for anything slow (builds, installs, test suites).".into(),
+                input_schema: command_schema("The bash command to run", 120),
+                hints: ToolHints { destructive: true, ..ToolHints::default() },
+            },
+            ToolSpec {
+                name: "background_run".into(),
+                description: "Start a shell command in the background and return its task id at once. Keep working: when it finishes, its result is delivered to you automatically in <background-results>; there is no need to poll or sleep.".into(),
+                input_schema: command_schema("The bash command to run", 300),
+                hints: ToolHints { destructive: true, ..ToolHints::default() },
+            },
+            ToolSpec {
+                name: "check_background".into(),
+                description: "Show one background task (status, exit code, duration, output) or, without task_id, list all of them.".into(),
+                input_schema: task_schema(false, "The task id returned by background_run; omit to list all tasks"),
+                hints: ToolHints { read_only: true, idempotent: true, ..ToolHints::default() },
+            },
+            ToolSpec {
+                name: "kill_background".into(),
+                description: "Stop a background task: its whole process group gets SIGTERM, then SIGKILL after a short grace.".into(),
+                input_schema: task_schema(true, "The task id returned by background_run"),
+                hints: ToolHints { destructive: true, idempotent: true, ..ToolHints::default() },
+            },
+        ]
+    }
+
+    pub async fn call(&self, name: &str, input: &Value) -> ToolOutput {
+        let result = match name {
+            "bash" => match parse::<CommandInput>(input) {
+                Ok(input) => self.bash(input).await,
+                Err(e) => Err(e),
+            },
+            "background_run" => parse::<CommandInput>(input).and_then(|input| self.background_run(input)),
+            "check_background" => parse::<TaskInput>(input).and_then(|input| self.check_background(input)),
+            "kill_background" => parse::<TaskInput>(input).and_then(|input| self.kill_background(input)),
+            other => Err(format!("unknown native tool `{other}`")),
+        };
+        result.unwrap_or_else(ToolOutput::error)
+    }
+
+    fn timeout(&self, requested: Option<f64>, default: Duration) -> Result<Duration, String> {
+        match requested {
+            None => Ok(default),
+            Some(secs) if secs > 0.0 && secs <= MAX_TIMEOUT_SECS as f64 => Ok(Duration::from_secs_f64(secs)),
+            Some(secs) => Err(format!(
+                "invalid input: timeout must be more than 0 and at most {MAX_TIMEOUT_SECS} seconds, not {secs}"
+            )),
+        }
+    }
+
+    async fn bash(&self, input: CommandInput) -> Result<ToolOutput, String> {
+        let timeout = self.timeout(input.timeout, self.config.bash_timeout)?;
+        check_command(&input.command)?;
+        let shell = process::spawn_shell(&input.command, &self.config.workspace)
+            .map_err(|e| format!("could not start bash: {e}"))?;
+        let pgid = shell.pgid;
+        let output = Arc::new(Mutex::new(HeadTail::with_limit(BASH_OUTPUT_LIMIT)));
+        let sink = output.clone();
+        let run = process::supervise(shell, timeout, std::future::pending(), move |bytes| {
+            sink.lock().unwrap().push(bytes)
+        })
+        .await;
+        let mut text = output.lock().unwrap().render().trim_end().to_string();
+        if text.is_empty() {
+            text.push_str("(no output)");
+        }
+        if run.lingering > 0 {
+            self.background.adopt_group(pgid);
+            text.push_str(&format!(
+                "\n[the shell exited; {} process(es) it started are still running and are ended when the agent exits]",
+                run.lingering
+            ));
+        }
+        match (run.ending, run.exit) {
+            (Ending::TimedOut, _) => {
+                text.push_str(&format!(
+                    "\n[timed out after {:.0}s; the command's process group was ended. Use background_run for slow commands]",
+                    timeout.as_secs_f64()
+                ));
+                Ok(ToolOutput::error(text))
+            }
+            (_, Some(exit)) if !exit.success() => {
+                text.push_str(&format!("\n[{exit}]"));
+                Ok(ToolOutput::ok(text))
+            }
+            _ => Ok(ToolOutput::ok(text)),
+        }
+    }
+
+    fn background_run(&self, input: CommandInput) -> Result<ToolOutput, String> {
+        let timeout = self.timeout(input.timeout, self.config.background_timeout)?;
+        check_command(&input.command)?;
+        let id = self.background.start(&input.command, timeout).map_err(|e| e.to_string())?;
+        Ok(ToolOutput::ok(format!(
+            "Background task {id} started: {}\nIts result will be delivered to you when it finishes (time limit {:.0}s); keep working meanwhile.",
+            input.command,
+            timeout.as_secs_f64()
+        )))
+    }
+
+    fn check_background(&self, input: TaskInput) -> Result<ToolOutput, String> {
+        let Some(id) = input.task_id else {
+            let tasks = self.background.list();
+            if tasks.is_empty() {
+                return Ok(ToolOutput::ok("No background tasks."));
+            }
+            let lines: Vec<String> = tasks.iter().map(|t| t.summary_line()).collect();
+            return Ok(ToolOutput::ok(lines.join("\n")));
+        };
+        let task = self.background.info(&id).map_err(|e| e.to_string())?;
+        let mut text = format!("{}\nlog: {} ({} bytes)", task.summary_line(), task.log_path.display(), task.output_bytes);
+        if let Some(note) = &task.note {
+            text.push_str(&format!("\nnote: {note}"));
+        }
+        text.push_str("\n--- output ---\n");
+        text.push_str(if task.output.is_empty() { "(no output yet)" } else { task.output.trim_end() });
+        Ok(ToolOutput::ok(text))
+    }
+
+    fn kill_background(&self, input: TaskInput) -> Result<ToolOutput, String> {
+        let id = input.task_id.ok_or("invalid input: task_id is required")?;
+        let status = self.background.kill(&id).map_err(|e| e.to_string())?;
+        if status.is_finished() {
+            return Ok(ToolOutput::ok(format!("Task {id} had already ended ({}).", status.as_str())));
+        }
+        Ok(ToolOutput::ok(format!(
+            "Stopping task {id}: its process group gets SIGTERM, then SIGKILL after {}s. Its final result will be delivered as usual.",
+            process::KILL_GRACE.as_secs()
+        )))
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(input: &Value) -> Result<T, String> {
+    T::deserialize(input).map_err(|e| format!("invalid input: {e}"))
+}
+
+/// The one check every native command passes, whether run by `bash` or `background_run`.
+fn check_command(command: &str) -> Result<(), String> {
+    if command.trim().is_empty() {
+        return Err("invalid input: command is empty".into());
+    }
+    if command.contains('\0') {
+        return Err("invalid input: command contains a NUL byte".into());
+    }
+    Ok(())
+}
