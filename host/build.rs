@@ -13,14 +13,26 @@ const COMPONENTS: &[(&str, &str, &str)] = &[("fs-tools", "plugins/fs-tools", "fs
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
-    let root = manifest_dir.parent().expect("host/ sits in the workspace root").to_path_buf();
+    let root = manifest_dir
+        .parent()
+        .expect("host/ sits in the workspace root")
+        .to_path_buf();
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
     let target_dir = root.join("target").join("wasm-plugins");
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
-    println!("cargo:rerun-if-changed={}", root.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("Cargo.lock").display()
+    );
     for (package, dir, stem) in COMPONENTS {
-        println!("cargo:rerun-if-changed={}", root.join(dir).join("src").display());
-        println!("cargo:rerun-if-changed={}", root.join(dir).join("Cargo.toml").display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            root.join(dir).join("src").display()
+        );
+        println!(
+            "cargo:rerun-if-changed={}",
+            root.join(dir).join("Cargo.toml").display()
+        );
         let wasm = build_component(&root, &target_dir, package, stem);
         std::fs::copy(&wasm, out_dir.join(format!("{stem}.wasm")))
             .unwrap_or_else(|e| panic!("copying {} into OUT_DIR: {e}", wasm.display()));
@@ -31,7 +43,14 @@ fn build_component(root: &Path, target_dir: &Path, package: &str, stem: &str) ->
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--package", package])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--package",
+            package,
+        ])
         .arg("--target-dir")
         .arg(target_dir)
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
@@ -58,5 +77,8 @@ fn build_component(root: &Path, target_dir: &Path, package: &str, stem: &str) ->
             "building the {package} component failed ({status}); the wasm32-wasip2 target comes from rust-toolchain.toml (`rustup target add wasm32-wasip2` if your rustup does not add it by itself)"
         );
     }
-    target_dir.join("wasm32-wasip2").join("release").join(format!("{stem}.wasm"))
+    target_dir
+        .join("wasm32-wasip2")
+        .join("release")
+        .join(format!("{stem}.wasm"))
 }

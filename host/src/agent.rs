@@ -51,7 +51,15 @@ impl Agent {
                 input_schema: spec.input_schema.clone(),
             })
             .collect();
-        Agent { client, tools, tool_definitions, background, renderer, system, history: Vec::new() }
+        Agent {
+            client,
+            tools,
+            tool_definitions,
+            background,
+            renderer,
+            system,
+            history: Vec::new(),
+        }
     }
 
     pub fn history(&self) -> &[Message] {
@@ -63,7 +71,9 @@ impl Agent {
     /// background tasks wait to be delivered.
     pub async fn run_turn(&mut self, user_text: Option<&str>) -> Result<TurnEnd, ModelError> {
         if let Some(text) = user_text {
-            self.push_user(vec![ContentBlock::Text { text: text.to_string() }]);
+            self.push_user(vec![ContentBlock::Text {
+                text: text.to_string(),
+            }]);
         }
         loop {
             self.deliver_background_results();
@@ -77,9 +87,15 @@ impl Agent {
                     streamed_text = true;
                     renderer.emit(Event::TextDelta(&text));
                 }
-                ModelEvent::Retrying { attempt, delay, reason } => {
-                    renderer.emit(Event::Retrying { attempt, delay, reason: &reason })
-                }
+                ModelEvent::Retrying {
+                    attempt,
+                    delay,
+                    reason,
+                } => renderer.emit(Event::Retrying {
+                    attempt,
+                    delay,
+                    reason: &reason,
+                }),
             };
             let request = ModelRequest {
                 system: &self.system,
@@ -106,30 +122,45 @@ impl Agent {
             let calls: Vec<(String, String, serde_json::Value)> = content
                 .iter()
                 .filter_map(|block| match block {
-                    ContentBlock::ToolUse { id, name, input } => Some((id.clone(), name.clone(), input.clone())),
+                    ContentBlock::ToolUse { id, name, input } => {
+                        Some((id.clone(), name.clone(), input.clone()))
+                    }
                     _ => None,
                 })
                 .collect();
             if !content.is_empty() {
-                self.history.push(Message { role: Role::Assistant, content });
+                self.history.push(Message {
+                    role: Role::Assistant,
+                    content,
+                });
             }
             if calls.is_empty() {
                 if stop == StopReason::MaxTokens {
-                    self.renderer.emit(Event::Warning("the model's answer was cut off at the max_tokens limit"));
+                    self.renderer.emit(Event::Warning(
+                        "the model's answer was cut off at the max_tokens limit",
+                    ));
                     return Ok(TurnEnd::MaxTokens);
                 }
                 return Ok(TurnEnd::Done);
             }
             let mut results = Vec::with_capacity(calls.len());
             for (id, name, input) in calls {
-                self.renderer.emit(Event::ToolCall { id: &id, name: &name, input: &input });
+                self.renderer.emit(Event::ToolCall {
+                    id: &id,
+                    name: &name,
+                    input: &input,
+                });
                 let output = match input.get(INVALID_JSON_KEY) {
                     Some(raw) => ToolOutput::error(format!(
                         "invalid input: the tool input is not a JSON object: {raw}"
                     )),
                     None => self.tools.call(&name, &input, &id).await,
                 };
-                self.renderer.emit(Event::ToolResult { id: &id, name: &name, output: &output });
+                self.renderer.emit(Event::ToolResult {
+                    id: &id,
+                    name: &name,
+                    output: &output,
+                });
                 results.push(ContentBlock::ToolResult {
                     tool_use_id: id,
                     content: output.text,
@@ -148,7 +179,8 @@ impl Agent {
             return;
         }
         let ids: Vec<&str> = finished.iter().map(|n| n.task_id.as_str()).collect();
-        self.renderer.emit(Event::BackgroundDelivered { task_ids: ids });
+        self.renderer
+            .emit(Event::BackgroundDelivered { task_ids: ids });
         let text = background_results_text(&finished);
         self.push_user(vec![ContentBlock::Text { text }]);
     }
@@ -157,7 +189,10 @@ impl Agent {
     fn push_user(&mut self, blocks: Vec<ContentBlock>) {
         match self.history.last_mut() {
             Some(message) if message.role == Role::User => message.content.extend(blocks),
-            _ => self.history.push(Message { role: Role::User, content: blocks }),
+            _ => self.history.push(Message {
+                role: Role::User,
+                content: blocks,
+            }),
         }
     }
 

@@ -46,7 +46,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         print_plugins(&plugins);
         return Ok(Outcome::Success);
     }
-    let client = AnthropicClient::new(config.model.require_key()?).context("creating the HTTP client")?;
+    let client =
+        AnthropicClient::new(config.model.require_key()?).context("creating the HTTP client")?;
 
     let background = BackgroundManager::new(BackgroundConfig {
         workspace: config.workspace.clone(),
@@ -111,16 +112,28 @@ pub async fn shutdown_signal() {
 }
 
 fn load_plugins(config: &Config) -> Result<PluginHost> {
-    let mut plugins = PluginHost::new(&config.workspace, config.cache_dir.clone(), PluginLimits::default())?;
+    let mut plugins = PluginHost::new(
+        &config.workspace,
+        config.cache_dir.clone(),
+        PluginLimits::default(),
+    )?;
     plugins
-        .load("fs-tools", PluginSource::BuiltIn, FS_TOOLS_COMPONENT, WorkspaceAccess::ReadWrite)
+        .load(
+            "fs-tools",
+            PluginSource::BuiltIn,
+            FS_TOOLS_COMPONENT,
+            WorkspaceAccess::ReadWrite,
+        )
         .context("loading the built-in file tools")?;
     Ok(plugins)
 }
 
 fn print_plugins(plugins: &PluginHost) {
     for plugin in plugins.plugins() {
-        println!("{} ({}, workspace: {:?}, cache: {:?})", plugin.name, plugin.source, plugin.workspace_access, plugin.cache);
+        println!(
+            "{} ({}, workspace: {:?}, cache: {:?})",
+            plugin.name, plugin.source, plugin.workspace_access, plugin.cache
+        );
         for tool in &plugin.tools {
             println!("  {:<16} {}", tool.name, tool.description);
         }

@@ -182,7 +182,10 @@ pub enum BackgroundError {
     UnknownTask(String),
     /// Returned by `start` when the log file cannot be created.
     #[error("cannot create the task log {path}: {source}")]
-    Log { path: PathBuf, source: std::io::Error },
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 struct Shared {
@@ -204,7 +207,11 @@ pub struct BackgroundManager {
 }
 
 fn task_key(id: &str) -> Option<u64> {
-    id.trim().trim_start_matches("bg:").trim_start_matches("bg-").parse().ok()
+    id.trim()
+        .trim_start_matches("bg:")
+        .trim_start_matches("bg-")
+        .parse()
+        .ok()
 }
 
 fn task_id(key: u64) -> String {
@@ -239,9 +246,11 @@ impl BackgroundManager {
             key
         };
         let id = task_id(key);
-        std::fs::create_dir_all(&self.shared.config.log_dir).map_err(|source| BackgroundError::Log {
-            path: self.shared.config.log_dir.clone(),
-            source,
+        std::fs::create_dir_all(&self.shared.config.log_dir).map_err(|source| {
+            BackgroundError::Log {
+                path: self.shared.config.log_dir.clone(),
+                source,
+            }
         })?;
         let log_path = self.shared.config.log_dir.join(format!("{id}.log"));
         let log = std::fs::File::create(&log_path).map_err(|source| BackgroundError::Log {
@@ -292,14 +301,24 @@ impl BackgroundManager {
             _ = &mut kill_rx => None,
         };
         let Some(_permit) = permit else {
-            self.finish(key, TaskStatus::Killed, None, Some("killed while queued; never started".into()));
+            self.finish(
+                key,
+                TaskStatus::Killed,
+                None,
+                Some("killed while queued; never started".into()),
+            );
             return;
         };
 
         let shell = match process::spawn_shell(&command, &self.shared.config.workspace) {
             Ok(shell) => shell,
             Err(e) => {
-                self.finish(key, TaskStatus::Failed, None, Some(format!("could not start the command: {e}")));
+                self.finish(
+                    key,
+                    TaskStatus::Failed,
+                    None,
+                    Some(format!("could not start the command: {e}")),
+                );
                 return;
             }
         };
@@ -314,18 +333,23 @@ impl BackgroundManager {
         let capture = output.clone();
         let mut log = std::io::BufWriter::new(log);
         let mut log_ok = true;
-        let run = process::supervise(shell, timeout, async {
-            // A dropped sender means nobody can kill the task any more, not a kill.
-            if kill_rx.await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }, move |bytes| {
-            capture.lock().unwrap().push(bytes);
-            if log_ok {
-                // Page-cache writes; a full disk only stops the log, not the task.
-                log_ok = log.write_all(bytes).and_then(|()| log.flush()).is_ok();
-            }
-        })
+        let run = process::supervise(
+            shell,
+            timeout,
+            async {
+                // A dropped sender means nobody can kill the task any more, not a kill.
+                if kill_rx.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            },
+            move |bytes| {
+                capture.lock().unwrap().push(bytes);
+                if log_ok {
+                    // Page-cache writes; a full disk only stops the log, not the task.
+                    log_ok = log.write_all(bytes).and_then(|()| log.flush()).is_ok();
+                }
+            },
+        )
         .await;
         let status = match run.ending {
             Ending::TimedOut => TaskStatus::TimedOut,
@@ -386,7 +410,11 @@ impl BackgroundManager {
                 note,
             }
         };
-        self.shared.queue.lock().unwrap().push_back(notification.clone());
+        self.shared
+            .queue
+            .lock()
+            .unwrap()
+            .push_back(notification.clone());
         self.shared.queued.notify_waiters();
         let _ = self.shared.finished.send(notification);
     }
@@ -399,7 +427,13 @@ impl BackgroundManager {
     /// Whether a task is queued or running, or a notification waits to be drained.
     pub fn has_pending(&self) -> bool {
         !self.shared.queue.lock().unwrap().is_empty()
-            || self.shared.tasks.lock().unwrap().values().any(|t| !t.status.is_finished())
+            || self
+                .shared
+                .tasks
+                .lock()
+                .unwrap()
+                .values()
+                .any(|t| !t.status.is_finished())
     }
 
     /// Waits until at least one notification is queued.
@@ -443,7 +477,10 @@ impl BackgroundManager {
 
     pub fn list(&self) -> Vec<TaskInfo> {
         let tasks = self.shared.tasks.lock().unwrap();
-        tasks.iter().map(|(key, task)| info_of(*key, task)).collect()
+        tasks
+            .iter()
+            .map(|(key, task)| info_of(*key, task))
+            .collect()
     }
 
     /// Ends every running task's process group (SIGTERM, then SIGKILL after the grace),
@@ -452,7 +489,9 @@ impl BackgroundManager {
         self.shared.slots.close();
         let groups = self.live_groups();
         futures_util::future::join_all(
-            groups.into_iter().map(|pgid| process::terminate_group(pgid, process::KILL_GRACE)),
+            groups
+                .into_iter()
+                .map(|pgid| process::terminate_group(pgid, process::KILL_GRACE)),
         )
         .await;
     }

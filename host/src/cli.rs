@@ -24,7 +24,12 @@ pub struct Cli {
     pub workspace: PathBuf,
 
     /// The model to use.
-    #[arg(short = 'm', long, env = "MODEL_ID", default_value = "claude-sonnet-4-5")]
+    #[arg(
+        short = 'm',
+        long,
+        env = "MODEL_ID",
+        default_value = "claude-sonnet-4-5"
+    )]
     pub model: String,
 
     /// How to print what happens: human text, or JSON lines for scripts.

@@ -13,12 +13,18 @@ use crate::render::OutputFormat;
 /// A setting is missing or wrong; the message says which and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("ANTHROPIC_API_KEY is not set: export it, or put ANTHROPIC_API_KEY=... in a .env file in the current directory")]
+    #[error(
+        "ANTHROPIC_API_KEY is not set: export it, or put ANTHROPIC_API_KEY=... in a .env file in the current directory"
+    )]
     MissingApiKey,
     #[error("the workspace {path} is not a directory you can use: {reason}")]
     Workspace { path: PathBuf, reason: String },
     #[error("{name} must be {what}, not {value:?}")]
-    Invalid { name: &'static str, what: &'static str, value: String },
+    Invalid {
+        name: &'static str,
+        what: &'static str,
+        value: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -78,15 +84,30 @@ impl Config {
     pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
         let workspace = canonical_dir(&cli.workspace)?;
         if cli.max_tokens == 0 {
-            return Err(ConfigError::Invalid { name: "--max-tokens", what: "at least 1", value: "0".into() });
+            return Err(ConfigError::Invalid {
+                name: "--max-tokens",
+                what: "at least 1",
+                value: "0".into(),
+            });
         }
-        for (name, value) in [("--bash-timeout", cli.bash_timeout), ("--background-timeout", cli.background_timeout)] {
+        for (name, value) in [
+            ("--bash-timeout", cli.bash_timeout),
+            ("--background-timeout", cli.background_timeout),
+        ] {
             if value == 0 {
-                return Err(ConfigError::Invalid { name, what: "at least 1 second", value: "0".into() });
+                return Err(ConfigError::Invalid {
+                    name,
+                    what: "at least 1 second",
+                    value: "0".into(),
+                });
             }
         }
         if cli.max_background == 0 {
-            return Err(ConfigError::Invalid { name: "--max-background", what: "at least 1", value: "0".into() });
+            return Err(ConfigError::Invalid {
+                name: "--max-background",
+                what: "at least 1",
+                value: "0".into(),
+            });
         }
         let base_url = env("ANTHROPIC_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
@@ -103,7 +124,10 @@ impl Config {
             .unwrap_or_else(|| std::env::temp_dir().join("agent-state"));
         let run_id = format!(
             "{}-{}",
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
             std::process::id()
         );
         let cache_dir = env("AGENT_CACHE_DIR")
@@ -130,7 +154,10 @@ impl Config {
 }
 
 fn canonical_dir(path: &Path) -> Result<PathBuf, ConfigError> {
-    let fail = |reason: String| ConfigError::Workspace { path: path.to_path_buf(), reason };
+    let fail = |reason: String| ConfigError::Workspace {
+        path: path.to_path_buf(),
+        reason,
+    };
     let canonical = path.canonicalize().map_err(|e| fail(e.to_string()))?;
     if !canonical.is_dir() {
         return Err(fail("not a directory".into()));

@@ -67,7 +67,12 @@ impl HeadTail {
     pub fn render_within(&self, limit: usize) -> String {
         let head = &self.head[..self.head.len().min(limit / 2)];
         let tail_len = self.tail.len().min(limit - limit / 2);
-        let tail: Vec<u8> = self.tail.iter().skip(self.tail.len() - tail_len).copied().collect();
+        let tail: Vec<u8> = self
+            .tail
+            .iter()
+            .skip(self.tail.len() - tail_len)
+            .copied()
+            .collect();
         let omitted = self.total - head.len() as u64 - tail.len() as u64;
         if omitted == 0 {
             return String::from_utf8_lossy(&[head, &tail[..]].concat()).into_owned();
@@ -91,7 +96,6 @@ mod tests {
         out.push(b"abc");
         out.push(b"def");
         assert_eq!(out.render(), "abcdef");
-        
     }
 
     #[test]
@@ -101,13 +105,16 @@ mod tests {
             out.push(chunk);
         }
         assert_eq!(out.total(), 17);
-        
+
         let text = out.render();
         assert!(text.starts_with("123\n"), "{text}");
         assert!(text.ends_with("\nfgh"), "{text}");
         assert!(text.contains("11 bytes of output cut"), "{text}");
         let short = out.render_within(2);
-        assert!(short.starts_with("1\n") && short.ends_with("\nh"), "{short}");
+        assert!(
+            short.starts_with("1\n") && short.ends_with("\nh"),
+            "{short}"
+        );
         assert!(short.contains("15 bytes of output cut"), "{short}");
     }
 

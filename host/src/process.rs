@@ -23,10 +23,33 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 /// Environment variables passed through from the host to commands; everything else is
 /// dropped, so API keys in the host's environment never reach a command.
 const PASSED_ENV: &[&str] = &[
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM",
-    "CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "GOPATH", "JAVA_HOME", "VIRTUAL_ENV", "PYENV_ROOT",
-    "NVM_DIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY",
-    "HTTPS_PROXY", "NO_PROXY",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "RUSTUP_TOOLCHAIN",
+    "GOPATH",
+    "JAVA_HOME",
+    "VIRTUAL_ENV",
+    "PYENV_ROOT",
+    "NVM_DIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
 ];
 
 /// A started shell command: the child process and the read end of its merged output.
@@ -61,7 +84,11 @@ pub fn spawn_shell(command: &str, cwd: &Path) -> std::io::Result<ShellProcess> {
     drop(cmd);
     let pgid = child.id().map(|id| id as i32).unwrap_or(0);
     let output = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())?;
-    Ok(ShellProcess { child, pgid, output: Box::new(output) })
+    Ok(ShellProcess {
+        child,
+        pgid,
+        output: Box::new(output),
+    })
 }
 
 fn passed_env() -> Vec<(OsString, OsString)> {
@@ -109,7 +136,12 @@ pub fn live_processes_in_group(pgid: i32) -> usize {
     };
     entries
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .filter(|stat| {
             // The fields after the command name (which is in parentheses and may hold spaces):
@@ -154,7 +186,9 @@ impl std::fmt::Display for ExitKind {
         match self {
             ExitKind::Code(code) => write!(f, "exit code {code}"),
             ExitKind::Signal(sig) => {
-                let name = Signal::try_from(*sig).map(|s| s.as_str()).unwrap_or("unknown signal");
+                let name = Signal::try_from(*sig)
+                    .map(|s| s.as_str())
+                    .unwrap_or("unknown signal");
                 write!(f, "killed by signal {sig} ({name})")
             }
         }
@@ -195,7 +229,11 @@ pub async fn supervise(
     mut on_output: impl FnMut(&[u8]) + Send + 'static,
 ) -> Supervised {
     use tokio::io::AsyncReadExt;
-    let ShellProcess { mut child, pgid, output: mut reader } = shell;
+    let ShellProcess {
+        mut child,
+        pgid,
+        output: mut reader,
+    } = shell;
     let mut drain = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
         while let Ok(n) = reader.read(&mut buf).await {
@@ -205,7 +243,8 @@ pub async fn supervise(
             on_output(&buf[..n]);
         }
     });
-    let wait_exit = |status: std::io::Result<std::process::ExitStatus>| status.ok().map(ExitKind::from_status);
+    let wait_exit =
+        |status: std::io::Result<std::process::ExitStatus>| status.ok().map(ExitKind::from_status);
     let ending = tokio::select! {
         status = child.wait() => Some(wait_exit(status)),
         _ = tokio::time::sleep(timeout) => None,
@@ -218,7 +257,13 @@ pub async fn supervise(
         Some(exit) => finish(Ending::Exited, exit, &mut drain, pgid).await,
         None => {
             terminate_group(pgid, KILL_GRACE).await;
-            finish(Ending::TimedOut, wait_exit(child.wait().await), &mut drain, pgid).await
+            finish(
+                Ending::TimedOut,
+                wait_exit(child.wait().await),
+                &mut drain,
+                pgid,
+            )
+            .await
         }
     }
 }
@@ -229,9 +274,20 @@ async fn finish(
     drain: &mut tokio::task::JoinHandle<()>,
     pgid: i32,
 ) -> Supervised {
-    if tokio::time::timeout(DRAIN_BOUND, &mut *drain).await.is_err() {
+    if tokio::time::timeout(DRAIN_BOUND, &mut *drain)
+        .await
+        .is_err()
+    {
         drain.abort();
     }
-    let lingering = if ending == Ending::Exited { live_processes_in_group(pgid) } else { 0 };
-    Supervised { ending, exit, lingering }
+    let lingering = if ending == Ending::Exited {
+        live_processes_in_group(pgid)
+    } else {
+        0
+    };
+    Supervised {
+        ending,
+        exit,
+        lingering,
+    }
 }

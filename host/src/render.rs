@@ -27,15 +27,33 @@ pub enum Event<'a> {
     TextDelta(&'a str),
     /// The model's message is complete.
     TextEnd,
-    ToolCall { id: &'a str, name: &'a str, input: &'a Value },
-    ToolResult { id: &'a str, name: &'a str, output: &'a ToolOutput },
+    ToolCall {
+        id: &'a str,
+        name: &'a str,
+        input: &'a Value,
+    },
+    ToolResult {
+        id: &'a str,
+        name: &'a str,
+        output: &'a ToolOutput,
+    },
     /// A background task finished (announced as soon as it happens, in the REPL).
     TaskFinished(&'a Notification),
     /// Finished tasks were put into the conversation for the model.
-    BackgroundDelivered { task_ids: Vec<&'a str> },
-    Retrying { attempt: usize, delay: std::time::Duration, reason: &'a str },
+    BackgroundDelivered {
+        task_ids: Vec<&'a str>,
+    },
+    Retrying {
+        attempt: usize,
+        delay: std::time::Duration,
+        reason: &'a str,
+    },
     Warning(&'a str),
-    TurnEnd { stop_reason: &'a str, input_tokens: u64, output_tokens: u64 },
+    TurnEnd {
+        stop_reason: &'a str,
+        input_tokens: u64,
+        output_tokens: u64,
+    },
 }
 
 /// Prints events in the chosen format.
@@ -90,9 +108,16 @@ impl Renderer {
             }
             Event::TaskFinished(n) => eprintln!("{}", task_finished_line(n)),
             Event::BackgroundDelivered { task_ids } => {
-                eprintln!("[background results delivered to the model: {}]", task_ids.join(", "))
+                eprintln!(
+                    "[background results delivered to the model: {}]",
+                    task_ids.join(", ")
+                )
             }
-            Event::Retrying { attempt, delay, reason } => eprintln!(
+            Event::Retrying {
+                attempt,
+                delay,
+                reason,
+            } => eprintln!(
                 "[model API: {reason}; retry {attempt} in {:.1}s]",
                 delay.as_secs_f64()
             ),
@@ -118,7 +143,9 @@ fn json_event(event: &Event<'_>) -> Option<Value> {
     Some(match event {
         Event::TextDelta(text) => json!({"type": "text", "text": text}),
         Event::TextEnd => return None,
-        Event::ToolCall { id, name, input } => json!({"type": "tool_call", "id": id, "name": name, "input": input}),
+        Event::ToolCall { id, name, input } => {
+            json!({"type": "tool_call", "id": id, "name": name, "input": input})
+        }
         Event::ToolResult { id, name, output } => json!({
             "type": "tool_result", "id": id, "name": name, "is_error": output.is_error, "output": output.text
         }),
@@ -131,12 +158,22 @@ fn json_event(event: &Event<'_>) -> Option<Value> {
             "duration_secs": n.duration.as_secs_f64(),
             "log": n.log_path,
         }),
-        Event::BackgroundDelivered { task_ids } => json!({"type": "background_delivered", "task_ids": task_ids}),
-        Event::Retrying { attempt, delay, reason } => json!({
+        Event::BackgroundDelivered { task_ids } => {
+            json!({"type": "background_delivered", "task_ids": task_ids})
+        }
+        Event::Retrying {
+            attempt,
+            delay,
+            reason,
+        } => json!({
             "type": "retry", "attempt": attempt, "delay_secs": delay.as_secs_f64(), "reason": reason
         }),
         Event::Warning(text) => json!({"type": "warning", "message": text}),
-        Event::TurnEnd { stop_reason, input_tokens, output_tokens } => json!({
+        Event::TurnEnd {
+            stop_reason,
+            input_tokens,
+            output_tokens,
+        } => json!({
             "type": "turn_end", "stop_reason": stop_reason, "input_tokens": input_tokens, "output_tokens": output_tokens
         }),
     })

@@ -91,14 +91,26 @@ impl LineReader {
     }
 }
 
-pub async fn run(agent: &mut Agent, background: &BackgroundManager, renderer: Renderer, config: &Config) -> Result<Outcome> {
-    let history = config.task_log_dir.parent().and_then(|tasks| tasks.parent()).map(|state| {
-        let _ = std::fs::create_dir_all(state);
-        state.join("repl-history")
-    });
+pub async fn run(
+    agent: &mut Agent,
+    background: &BackgroundManager,
+    renderer: Renderer,
+    config: &Config,
+) -> Result<Outcome> {
+    let history = config
+        .task_log_dir
+        .parent()
+        .and_then(|tasks| tasks.parent())
+        .map(|state| {
+            let _ = std::fs::create_dir_all(state);
+            state.join("repl-history")
+        });
     let (reader, printer) = LineReader::start(history);
     let announcer = announce_finished_tasks(background, renderer, printer);
-    eprintln!("agent in {} — type /help for commands, exit or Ctrl-D to quit", config.workspace.display());
+    eprintln!(
+        "agent in {} — type /help for commands, exit or Ctrl-D to quit",
+        config.workspace.display()
+    );
 
     let outcome = loop {
         let input = tokio::select! {
@@ -130,7 +142,9 @@ pub async fn run(agent: &mut Agent, background: &BackgroundManager, renderer: Re
             _ if line.starts_with("/kill") => match line["/kill".len()..].trim() {
                 "" => eprintln!("usage: /kill ID"),
                 id => match background.kill(id) {
-                    Ok(status) if status.is_finished() => eprintln!("{id} had already ended ({})", status.as_str()),
+                    Ok(status) if status.is_finished() => {
+                        eprintln!("{id} had already ended ({})", status.as_str())
+                    }
                     Ok(_) => eprintln!("stopping {id}"),
                     Err(e) => eprintln!("{e}"),
                 },
@@ -143,7 +157,9 @@ pub async fn run(agent: &mut Agent, background: &BackgroundManager, renderer: Re
                 };
                 match finished {
                     Some(Ok(_)) => {}
-                    Some(Err(e)) => renderer.emit(Event::Warning(&format!("{e} (your conversation is kept; try again)"))),
+                    Some(Err(e)) => renderer.emit(Event::Warning(&format!(
+                        "{e} (your conversation is kept; try again)"
+                    ))),
                     None => {
                         agent.repair_after_interrupt();
                         eprintln!("\n[interrupted]");

@@ -1,1 +1,11 @@
+//! The integration-test binary `suite`: every test module of the suite is a
+//! `mod` of this file, and `support` holds the shared harness (scripted model
+//! server, helpers that run the real `agent` binary).
 
+mod support;
+
+mod background;
+mod file_tools;
+mod harness_selftest;
+mod model_api;
+mod sandbox;

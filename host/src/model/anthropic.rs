@@ -42,7 +42,11 @@ pub struct AnthropicClient {
 /// One failed attempt, before retry policy is applied.
 #[derive(Debug)]
 enum Attempt {
-    Status { status: u16, retry_after: Option<Duration>, body: String },
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+        body: String,
+    },
     Connect(reqwest::Error),
 }
 
@@ -69,14 +73,21 @@ impl Attempt {
 fn api_error_parts(body: &str) -> (Option<String>, String) {
     let parsed: Option<Value> = serde_json::from_str(body).ok();
     let error = parsed.as_ref().and_then(|v| v.get("error"));
-    let kind = error.and_then(|e| e.get("type")).and_then(Value::as_str).map(str::to_string);
+    let kind = error
+        .and_then(|e| e.get("type"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let message = error
         .and_then(|e| e.get("message"))
         .and_then(Value::as_str)
         .map(str::to_string)
         .unwrap_or_else(|| {
             let body = body.trim();
-            if body.is_empty() { "(empty answer)".to_string() } else { body.chars().take(500).collect() }
+            if body.is_empty() {
+                "(empty answer)".to_string()
+            } else {
+                body.chars().take(500).collect()
+            }
         });
     (kind, message)
 }
@@ -134,15 +145,26 @@ impl AnthropicClient {
             })
             .notify(|error, delay| {
                 attempt += 1;
-                on_event(ModelEvent::Retrying { attempt, delay, reason: error.describe() });
+                on_event(ModelEvent::Retrying {
+                    attempt,
+                    delay,
+                    reason: error.describe(),
+                });
             })
             .await
             .map_err(|error| match error {
                 Attempt::Status { status, body, .. } => {
                     let (kind, message) = api_error_parts(&body);
-                    ModelError::Api { status, kind, message }
+                    ModelError::Api {
+                        status,
+                        kind,
+                        message,
+                    }
                 }
-                Attempt::Connect(source) => ModelError::Connect { url: self.url.clone(), source },
+                Attempt::Connect(source) => ModelError::Connect {
+                    url: self.url.clone(),
+                    source,
+                },
             })?;
 
         let is_json = response
@@ -152,7 +174,10 @@ impl AnthropicClient {
             .is_some_and(|v| v.starts_with("application/json"));
         if is_json {
             // A server that ignores `stream` answers with the whole message at once.
-            let message: Value = response.json().await.map_err(|e| ModelError::Stream(e.to_string()))?;
+            let message: Value = response
+                .json()
+                .await
+                .map_err(|e| ModelError::Stream(e.to_string()))?;
             let response = parse_message(&message)?;
             for block in &response.content {
                 if let ContentBlock::Text { text } = block {
@@ -186,14 +211,22 @@ impl AnthropicClient {
             .filter(|secs| secs.is_finite() && *secs >= 0.0)
             .map(Duration::from_secs_f64);
         let body = response.text().await.unwrap_or_default();
-        Err(Attempt::Status { status: status.as_u16(), retry_after, body })
+        Err(Attempt::Status {
+            status: status.as_u16(),
+            retry_after,
+            body,
+        })
     }
 }
 
 /// A content block while its deltas arrive.
 enum PartialBlock {
     Text(String),
-    ToolUse { id: String, name: String, json: String },
+    ToolUse {
+        id: String,
+        name: String,
+        json: String,
+    },
     /// A block type this host does not use (thinking, ...): skipped.
     Ignored,
 }
@@ -212,17 +245,22 @@ async fn read_stream(
         if event.event == "ping" || event.data.trim().is_empty() {
             continue;
         }
-        let data: Value = serde_json::from_str(&event.data)
-            .map_err(|e| ModelError::Stream(format!("bad JSON in a `{}` event: {e}", event.event)))?;
+        let data: Value = serde_json::from_str(&event.data).map_err(|e| {
+            ModelError::Stream(format!("bad JSON in a `{}` event: {e}", event.event))
+        })?;
         let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
         match event.event.as_str() {
             "message_start" => {
-                usage.input_tokens = data["message"]["usage"]["input_tokens"].as_u64().unwrap_or(0);
+                usage.input_tokens = data["message"]["usage"]["input_tokens"]
+                    .as_u64()
+                    .unwrap_or(0);
             }
             "content_block_start" => {
                 let block = &data["content_block"];
                 let partial = match block["type"].as_str() {
-                    Some("text") => PartialBlock::Text(block["text"].as_str().unwrap_or("").to_string()),
+                    Some("text") => {
+                        PartialBlock::Text(block["text"].as_str().unwrap_or("").to_string())
+                    }
                     Some("tool_use") => PartialBlock::ToolUse {
                         id: block["id"].as_str().unwrap_or_default().to_string(),
                         name: block["name"].as_str().unwrap_or_default().to_string(),
@@ -269,7 +307,9 @@ async fn read_stream(
         }
     }
     if !finished {
-        return Err(ModelError::Stream("the stream ended before message_stop".into()));
+        return Err(ModelError::Stream(
+            "the stream ended before message_stop".into(),
+        ));
     }
     let content = blocks.into_values().filter_map(finish_block).collect();
     Ok(ModelResponse {

@@ -86,7 +86,11 @@ pub enum ModelEvent {
     /// A piece of assistant text.
     TextDelta(String),
     /// A request failed in a way worth retrying; the next attempt starts after `delay`.
-    Retrying { attempt: usize, delay: std::time::Duration, reason: String },
+    Retrying {
+        attempt: usize,
+        delay: std::time::Duration,
+        reason: String,
+    },
 }
 
 /// A tool as the model API wants it.
@@ -110,7 +114,11 @@ pub struct ModelRequest<'a> {
 pub enum ModelError {
     /// The API answered with an error status (after retries, where it was retryable).
     #[error("model API error {status}{}: {message}", kind.as_deref().map(|k| format!(" ({k})")).unwrap_or_default())]
-    Api { status: u16, kind: Option<String>, message: String },
+    Api {
+        status: u16,
+        kind: Option<String>,
+        message: String,
+    },
     /// The server could not be reached (after retries).
     #[error("cannot reach the model API at {url}: {source}")]
     Connect {

@@ -102,7 +102,10 @@ struct CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -184,13 +187,21 @@ pub struct PluginHost {
 
 impl PluginHost {
     /// `workspace` must be an absolute, canonical path.
-    pub fn new(workspace: &Path, cache_dir: Option<PathBuf>, limits: PluginLimits) -> Result<PluginHost> {
+    pub fn new(
+        workspace: &Path,
+        cache_dir: Option<PathBuf>,
+        limits: PluginLimits,
+    ) -> Result<PluginHost> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI")?;
         PluginBindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("linking the agent:tool host interface")?;
@@ -222,9 +233,13 @@ impl PluginHost {
             .cache
             .load(&self.engine, bytes)
             .with_context(|| format!("{source} is not a valid WebAssembly component"))?;
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(anyhow::Error::from).with_context(|| {
-            format!("{source} does not fit the agent:tool@0.1 plugin world (wrong imports?)")
-        })?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!("{source} does not fit the agent:tool@0.1 plugin world (wrong imports?)")
+            })?;
         let pre = PluginPre::new(instance_pre)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{source} does not export the agent:tool/tool interface"))?;
@@ -236,7 +251,9 @@ impl PluginHost {
             cache,
             pre,
         };
-        let specs = self.describe(&plugin).with_context(|| format!("calling describe() of {}", plugin.source))?;
+        let specs = self
+            .describe(&plugin)
+            .with_context(|| format!("calling describe() of {}", plugin.source))?;
         plugin.tools = specs;
         plugin.workspace_access = workspace_access;
         self.plugins.push(plugin);
@@ -249,16 +266,27 @@ impl PluginHost {
         let specs = instance.agent_tool_tool().call_describe(&mut store)?;
         let mut tools = Vec::with_capacity(specs.len());
         for spec in specs {
-            let schema: serde_json::Value = serde_json::from_str(&spec.input_schema)
-                .map_err(|e| anyhow!("tool `{}`: the input schema is not valid JSON: {e}", spec.name))?;
+            let schema: serde_json::Value =
+                serde_json::from_str(&spec.input_schema).map_err(|e| {
+                    anyhow!(
+                        "tool `{}`: the input schema is not valid JSON: {e}",
+                        spec.name
+                    )
+                })?;
             let tool = ToolSpec {
                 name: spec.name,
                 description: spec.description,
                 input_schema: schema,
                 hints: ToolHints {
-                    read_only: spec.hints.contains(bindings::agent::tool::types::ToolHints::READ_ONLY),
-                    destructive: spec.hints.contains(bindings::agent::tool::types::ToolHints::DESTRUCTIVE),
-                    idempotent: spec.hints.contains(bindings::agent::tool::types::ToolHints::IDEMPOTENT),
+                    read_only: spec
+                        .hints
+                        .contains(bindings::agent::tool::types::ToolHints::READ_ONLY),
+                    destructive: spec
+                        .hints
+                        .contains(bindings::agent::tool::types::ToolHints::DESTRUCTIVE),
+                    idempotent: spec
+                        .hints
+                        .contains(bindings::agent::tool::types::ToolHints::IDEMPOTENT),
                 },
             };
             tool.validate()?;
@@ -307,10 +335,21 @@ impl PluginHost {
 
     /// Runs tool `tool` of plugin `index` in a fresh instance. Blocking: call it from a
     /// blocking thread.
-    pub fn call(&self, index: usize, tool: &str, input: &str, call_id: &str) -> Result<String, CallError> {
+    pub fn call(
+        &self,
+        index: usize,
+        tool: &str,
+        input: &str,
+        call_id: &str,
+    ) -> Result<String, CallError> {
         let plugin = &self.plugins[index];
-        let (mut store, stderr) = self.new_store(plugin.workspace_access).map_err(CallError::Host)?;
-        let instance = plugin.pre.instantiate(&mut store).map_err(|e| CallError::Host(e.into()))?;
+        let (mut store, stderr) = self
+            .new_store(plugin.workspace_access)
+            .map_err(CallError::Host)?;
+        let instance = plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| CallError::Host(e.into()))?;
         let context = CallContext {
             call_id: call_id.to_string(),
             time_limit_ms: self.limits.time_limit.as_millis() as u64,
@@ -319,7 +358,9 @@ impl PluginHost {
                 _ => self.workspace.to_string_lossy().into_owned(),
             },
         };
-        let result = instance.agent_tool_tool().call_call(&mut store, tool, input, &context);
+        let result = instance
+            .agent_tool_tool()
+            .call_call(&mut store, tool, input, &context);
         match result {
             Ok(Ok(text)) => Ok(cap_output(text, self.limits.output_bytes)),
             Ok(Err(error)) => Err(tool_error(error)),
@@ -335,7 +376,9 @@ impl PluginHost {
             Some(trap) => trap.to_string(),
             None => format!("{error:#}"),
         };
-        let captured = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
+        let captured = String::from_utf8_lossy(&stderr.contents())
+            .trim()
+            .to_string();
         let stderr = if captured.is_empty() {
             String::new()
         } else {

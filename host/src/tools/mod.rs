@@ -39,7 +39,10 @@ impl ToolSpec {
     /// `[a-zA-Z0-9_-]` and an object schema.
     pub fn validate(&self) -> Result<()> {
         let name_ok = (1..=64).contains(&self.name.len())
-            && self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !name_ok {
             bail!(
                 "tool name {:?} is invalid: use 1 to 64 characters of a-z, A-Z, 0-9, `_` and `-`",
@@ -65,11 +68,17 @@ pub struct ToolOutput {
 
 impl ToolOutput {
     pub fn ok(text: impl Into<String>) -> ToolOutput {
-        ToolOutput { text: text.into(), is_error: false }
+        ToolOutput {
+            text: text.into(),
+            is_error: false,
+        }
     }
 
     pub fn error(text: impl Into<String>) -> ToolOutput {
-        ToolOutput { text: text.into(), is_error: true }
+        ToolOutput {
+            text: text.into(),
+            is_error: true,
+        }
     }
 }
 
@@ -82,7 +91,7 @@ enum Handler {
 /// Every tool by name; built once at start-up.
 pub struct ToolRegistry {
     specs: Vec<ToolSpec>,
-    handlers: HashMap<String, Handler>,
+    handlers: HashMap<String, (Handler, jsonschema::Validator)>,
     native: NativeTools,
     plugins: Arc<PluginHost>,
 }
@@ -99,23 +108,37 @@ impl ToolRegistry {
         };
         let mut problems = Vec::new();
         for spec in NativeTools::specs() {
-            registry.handlers.insert(spec.name.clone(), Handler::Native);
-            registry.specs.push(spec);
+            registry
+                .add(spec, Handler::Native)
+                .expect("the native tools' schemas are valid");
         }
         for (index, plugin) in plugins.plugins().iter().enumerate() {
             for spec in &plugin.tools {
-                if registry.handlers.contains_key(&spec.name) {
-                    problems.push(format!(
-                        "{}: tool `{}` is already provided by another tool; this one is skipped",
-                        plugin.source, spec.name
-                    ));
-                    continue;
+                if let Err(problem) = registry.add(spec.clone(), Handler::Plugin(index)) {
+                    problems.push(format!("{}: {problem}; the tool is skipped", plugin.source));
                 }
-                registry.handlers.insert(spec.name.clone(), Handler::Plugin(index));
-                registry.specs.push(spec.clone());
             }
         }
         (registry, problems)
+    }
+
+    fn add(&mut self, spec: ToolSpec, handler: Handler) -> Result<(), String> {
+        if self.handlers.contains_key(&spec.name) {
+            return Err(format!(
+                "tool `{}` is already provided by another tool",
+                spec.name
+            ));
+        }
+        let validator = jsonschema::validator_for(&spec.input_schema).map_err(|e| {
+            format!(
+                "tool `{}`: the input schema is not a valid JSON Schema: {e}",
+                spec.name
+            )
+        })?;
+        self.handlers
+            .insert(spec.name.clone(), (handler, validator));
+        self.specs.push(spec);
+        Ok(())
     }
 
     pub fn specs(&self) -> &[ToolSpec] {
@@ -125,24 +148,48 @@ impl ToolRegistry {
     /// Runs a tool. Every failure, including an unknown tool name or input that is not a
     /// JSON object, becomes an error output for the model; nothing here ends the loop.
     pub async fn call(&self, name: &str, input: &Value, call_id: &str) -> ToolOutput {
-        let Some(handler) = self.handlers.get(name).copied() else {
+        let Some((handler, validator)) = self.handlers.get(name) else {
             let known: Vec<&str> = self.specs.iter().map(|s| s.name.as_str()).collect();
-            return ToolOutput::error(format!("unknown tool `{name}`; the tools are: {}", known.join(", ")));
+            return ToolOutput::error(format!(
+                "unknown tool `{name}`; the tools are: {}",
+                known.join(", ")
+            ));
         };
         if !input.is_object() {
-            return ToolOutput::error(format!("invalid input: the input of `{name}` must be a JSON object"));
+            return ToolOutput::error(format!(
+                "invalid input: the input of `{name}` must be a JSON object"
+            ));
         }
-        match handler {
+        let problems: Vec<String> = validator
+            .iter_errors(input)
+            .take(5)
+            .map(|error| match error.instance_path().to_string() {
+                path if path.is_empty() => error.to_string(),
+                path => format!("{path}: {error}"),
+            })
+            .collect();
+        if !problems.is_empty() {
+            return ToolOutput::error(format!(
+                "invalid input for `{name}`: {}",
+                problems.join("; ")
+            ));
+        }
+        match *handler {
             Handler::Native => self.native.call(name, input).await,
             Handler::Plugin(index) => {
                 let plugins = self.plugins.clone();
-                let (name, input, call_id) = (name.to_string(), input.to_string(), call_id.to_string());
-                let joined =
-                    tokio::task::spawn_blocking(move || plugins.call(index, &name, &input, &call_id)).await;
+                let (name, input, call_id) =
+                    (name.to_string(), input.to_string(), call_id.to_string());
+                let joined = tokio::task::spawn_blocking(move || {
+                    plugins.call(index, &name, &input, &call_id)
+                })
+                .await;
                 match joined {
                     Ok(Ok(text)) => ToolOutput::ok(text),
                     Ok(Err(error)) => ToolOutput::error(error.to_string()),
-                    Err(join) => ToolOutput::error(format!("internal: the plugin call panicked: {join}")),
+                    Err(join) => {
+                        ToolOutput::error(format!("internal: the plugin call panicked: {join}"))
+                    }
                 }
             }
         }

@@ -109,9 +109,15 @@ impl NativeTools {
                 Ok(input) => self.bash(input).await,
                 Err(e) => Err(e),
             },
-            "background_run" => parse::<CommandInput>(input).and_then(|input| self.background_run(input)),
-            "check_background" => parse::<TaskInput>(input).and_then(|input| self.check_background(input)),
-            "kill_background" => parse::<TaskInput>(input).and_then(|input| self.kill_background(input)),
+            "background_run" => {
+                parse::<CommandInput>(input).and_then(|input| self.background_run(input))
+            }
+            "check_background" => {
+                parse::<TaskInput>(input).and_then(|input| self.check_background(input))
+            }
+            "kill_background" => {
+                parse::<TaskInput>(input).and_then(|input| self.kill_background(input))
+            }
             other => Err(format!("unknown native tool `{other}`")),
         };
         result.unwrap_or_else(ToolOutput::error)
@@ -120,7 +126,9 @@ impl NativeTools {
     fn timeout(&self, requested: Option<f64>, default: Duration) -> Result<Duration, String> {
         match requested {
             None => Ok(default),
-            Some(secs) if secs > 0.0 && secs <= MAX_TIMEOUT_SECS as f64 => Ok(Duration::from_secs_f64(secs)),
+            Some(secs) if secs > 0.0 && secs <= MAX_TIMEOUT_SECS as f64 => {
+                Ok(Duration::from_secs_f64(secs))
+            }
             Some(secs) => Err(format!(
                 "invalid input: timeout must be more than 0 and at most {MAX_TIMEOUT_SECS} seconds, not {secs}"
             )),
@@ -169,7 +177,10 @@ impl NativeTools {
     fn background_run(&self, input: CommandInput) -> Result<ToolOutput, String> {
         let timeout = self.timeout(input.timeout, self.config.background_timeout)?;
         check_command(&input.command)?;
-        let id = self.background.start(&input.command, timeout).map_err(|e| e.to_string())?;
+        let id = self
+            .background
+            .start(&input.command, timeout)
+            .map_err(|e| e.to_string())?;
         Ok(ToolOutput::ok(format!(
             "Background task {id} started: {}\nIts result will be delivered to you when it finishes (time limit {:.0}s); keep working meanwhile.",
             input.command,
@@ -187,12 +198,21 @@ impl NativeTools {
             return Ok(ToolOutput::ok(lines.join("\n")));
         };
         let task = self.background.info(&id).map_err(|e| e.to_string())?;
-        let mut text = format!("{}\nlog: {} ({} bytes)", task.summary_line(), task.log_path.display(), task.output_bytes);
+        let mut text = format!(
+            "{}\nlog: {} ({} bytes)",
+            task.summary_line(),
+            task.log_path.display(),
+            task.output_bytes
+        );
         if let Some(note) = &task.note {
             text.push_str(&format!("\nnote: {note}"));
         }
         text.push_str("\n--- output ---\n");
-        text.push_str(if task.output.is_empty() { "(no output yet)" } else { task.output.trim_end() });
+        text.push_str(if task.output.is_empty() {
+            "(no output yet)"
+        } else {
+            task.output.trim_end()
+        });
         Ok(ToolOutput::ok(text))
     }
 
@@ -200,7 +220,10 @@ impl NativeTools {
         let id = input.task_id.ok_or("invalid input: task_id is required")?;
         let status = self.background.kill(&id).map_err(|e| e.to_string())?;
         if status.is_finished() {
-            return Ok(ToolOutput::ok(format!("Task {id} had already ended ({}).", status.as_str())));
+            return Ok(ToolOutput::ok(format!(
+                "Task {id} had already ended ({}).",
+                status.as_str()
+            )));
         }
         Ok(ToolOutput::ok(format!(
             "Stopping task {id}: its process group gets SIGTERM, then SIGKILL after {}s. Its final result will be delivered as usual.",

@@ -16,6 +16,7 @@ use bindings::agent::tool::types::{CallContext, ToolError, ToolHints, ToolSpec};
 use bindings::exports::agent::tool::tool::Guest;
 use serde::Deserialize;
 use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
 
 /// The most text one call returns, in bytes, as in the seed lesson.
 const MAX_OUTPUT: usize = 50_000;
@@ -68,11 +69,12 @@ impl Guest for FsTools {
         ]
     }
 
-    fn call(name: String, input: String, _context: CallContext) -> Result<String, ToolError> {
+    fn call(name: String, input: String, context: CallContext) -> Result<String, ToolError> {
+        let ws = context.workspace.as_str();
         match name.as_str() {
-            "read_file" => read_file(parse(&input)?),
-            "write_file" => write_file(parse(&input)?),
-            "edit_file" => edit_file(parse(&input)?),
+            "read_file" => read_file(parse(&input)?, ws),
+            "write_file" => write_file(parse(&input)?, ws),
+            "edit_file" => edit_file(parse(&input)?, ws),
             other => Err(ToolError::InvalidInput(format!("unknown tool `{other}`"))),
         }
     }
@@ -82,8 +84,29 @@ fn parse<'a, T: Deserialize<'a>>(input: &'a str) -> Result<T, ToolError> {
     serde_json::from_str(input).map_err(|e| ToolError::InvalidInput(e.to_string()))
 }
 
-fn read_file(input: ReadInput) -> Result<String, ToolError> {
-    let bytes = std::fs::read(&input.path).map_err(|e| fs_error(&input.path, "read", e))?;
+/// Where the guest opens `path`.
+///
+/// Relative paths are opened as given, through the workspace mounted at `.`. An absolute
+/// path must lie inside the workspace (mounted at its absolute path too): wasi-libc would
+/// otherwise resolve an absolute path that matches no mount against `.`, so that
+/// `/etc/passwd` would quietly mean `<workspace>/etc/passwd`. This only picks the mount;
+/// `..` and symlinks are still refused by the sandbox when the file is opened.
+fn resolve(path: &str, workspace: &str) -> Result<PathBuf, ToolError> {
+    let candidate = Path::new(path);
+    if !candidate.is_absolute() {
+        return Ok(candidate.to_path_buf());
+    }
+    if !workspace.is_empty() && candidate.starts_with(workspace) {
+        return Ok(candidate.to_path_buf());
+    }
+    Err(ToolError::PermissionDenied(format!(
+        "cannot access {path}: the path is outside the workspace ({workspace}); the sandbox only grants the workspace directory"
+    )))
+}
+
+fn read_file(input: ReadInput, workspace: &str) -> Result<String, ToolError> {
+    let path = resolve(&input.path, workspace)?;
+    let bytes = std::fs::read(&path).map_err(|e| fs_error(&input.path, &path, "read", e))?;
     let text = String::from_utf8_lossy(&bytes);
     let text = match input.limit {
         Some(limit) => first_lines(&text, usize::try_from(limit).unwrap_or(usize::MAX)),
@@ -92,22 +115,32 @@ fn read_file(input: ReadInput) -> Result<String, ToolError> {
     Ok(cap(text))
 }
 
-fn write_file(input: WriteInput) -> Result<String, ToolError> {
-    let path = std::path::Path::new(&input.path);
+fn write_file(input: WriteInput, workspace: &str) -> Result<String, ToolError> {
+    let path = resolve(&input.path, workspace)?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| fs_error(&input.path, "create the parent directories of", e))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| fs_error(&input.path, &path, "create the parent directories of", e))?;
     }
-    std::fs::write(path, input.content.as_bytes()).map_err(|e| fs_error(&input.path, "write", e))?;
-    Ok(format!("Wrote {} bytes to {}", input.content.len(), input.path))
+    std::fs::write(&path, input.content.as_bytes())
+        .map_err(|e| fs_error(&input.path, &path, "write", e))?;
+    Ok(format!(
+        "Wrote {} bytes to {}",
+        input.content.len(),
+        input.path
+    ))
 }
 
-fn edit_file(input: EditInput) -> Result<String, ToolError> {
+fn edit_file(input: EditInput, workspace: &str) -> Result<String, ToolError> {
     if input.old_text.is_empty() {
         return Err(ToolError::InvalidInput("old_text must not be empty".into()));
     }
-    let bytes = std::fs::read(&input.path).map_err(|e| fs_error(&input.path, "read", e))?;
+    let path = resolve(&input.path, workspace)?;
+    let bytes = std::fs::read(&path).map_err(|e| fs_error(&input.path, &path, "read", e))?;
     let text = String::from_utf8(bytes).map_err(|_| {
-        ToolError::InvalidInput(format!("{} is not valid UTF-8 text; edit_file only edits text files", input.path))
+        ToolError::InvalidInput(format!(
+            "{} is not valid UTF-8 text; edit_file only edits text files",
+            input.path
+        ))
     })?;
     let Some(at) = text.find(&input.old_text) else {
         return Err(ToolError::Conflict(format!(
@@ -115,13 +148,17 @@ fn edit_file(input: EditInput) -> Result<String, ToolError> {
             input.path
         )));
     };
-    let mut edited = String::with_capacity(text.len() - input.old_text.len() + input.new_text.len());
+    let mut edited =
+        String::with_capacity(text.len() - input.old_text.len() + input.new_text.len());
     edited.push_str(&text[..at]);
     edited.push_str(&input.new_text);
     edited.push_str(&text[at + input.old_text.len()..]);
-    std::fs::write(&input.path, edited).map_err(|e| fs_error(&input.path, "write", e))?;
+    std::fs::write(&path, edited).map_err(|e| fs_error(&input.path, &path, "write", e))?;
     let line = text[..at].matches('\n').count() + 1;
-    Ok(format!("Edited {} (replaced the text at line {line})", input.path))
+    Ok(format!(
+        "Edited {} (replaced the text at line {line})",
+        input.path
+    ))
 }
 
 /// The first `limit` lines of `text`, with a marker saying how many were left out.
@@ -146,7 +183,9 @@ fn cap(mut text: String) -> String {
     }
     let cut = text.len() - end;
     text.truncate(end);
-    text.push_str(&format!("\n... (output truncated: {cut} more bytes; use `limit` or bash to read parts)"));
+    text.push_str(&format!(
+        "\n... (output truncated: {cut} more bytes; use `limit` or bash to read parts)"
+    ));
     text
 }
 
@@ -155,19 +194,50 @@ fn cap(mut text: String) -> String {
 /// WASI reports a path that leaves the sandbox (through `..`, an absolute path outside the
 /// preopened workspace, or a symlink pointing out) as "not permitted" or "not capable";
 /// those become `permission-denied`, naming the path.
-fn fs_error(path: &str, action: &str, err: std::io::Error) -> ToolError {
-    const ENOTCAPABLE: i32 = 76;
-    const EPERM: i32 = 63;
-    let outside = matches!(err.raw_os_error(), Some(ENOTCAPABLE) | Some(EPERM));
+fn fs_error(path: &str, resolved: &Path, action: &str, err: std::io::Error) -> ToolError {
+    if let Some(link) = escaping_symlink(resolved) {
+        return ToolError::PermissionDenied(format!(
+            "cannot {action} {path}: {} is a symlink that leads outside the workspace (the sandbox only grants the workspace directory)",
+            link.display()
+        ));
+    }
     match err.kind() {
-        _ if outside => ToolError::PermissionDenied(format!(
+        _ if leaves_sandbox(&err) => ToolError::PermissionDenied(format!(
             "cannot {action} {path}: the path is outside the workspace (the sandbox only grants the workspace directory)"
         )),
-        ErrorKind::PermissionDenied => ToolError::PermissionDenied(format!("cannot {action} {path}: {err}")),
-        ErrorKind::NotFound => ToolError::NotFound(format!("cannot {action} {path}: no such file or directory")),
-        ErrorKind::IsADirectory => ToolError::InvalidInput(format!("cannot {action} {path}: it is a directory")),
+        ErrorKind::PermissionDenied => {
+            ToolError::PermissionDenied(format!("cannot {action} {path}: {err}"))
+        }
+        ErrorKind::NotFound => {
+            ToolError::NotFound(format!("cannot {action} {path}: no such file or directory"))
+        }
+        ErrorKind::IsADirectory => {
+            ToolError::InvalidInput(format!("cannot {action} {path}: it is a directory"))
+        }
         _ => ToolError::Io(format!("cannot {action} {path}: {err}")),
     }
+}
+
+/// Whether WASI refused the access because it would leave the preopened directories.
+fn leaves_sandbox(err: &std::io::Error) -> bool {
+    const EPERM: i32 = 63;
+    const ENOTCAPABLE: i32 = 76;
+    matches!(err.raw_os_error(), Some(EPERM) | Some(ENOTCAPABLE))
+}
+
+/// The first component of `path` (or `path` itself) that is a symlink the sandbox will not
+/// follow, because it points outside the workspace.
+fn escaping_symlink(path: &Path) -> Option<PathBuf> {
+    path.ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .find(|p| {
+            std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+                && std::fs::metadata(p).is_err_and(|e| leaves_sandbox(&e))
+        })
+        .map(Path::to_path_buf)
 }
 
 bindings::export!(FsTools with_types_in bindings);
