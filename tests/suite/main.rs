@@ -8,4 +8,5 @@ mod background;
 mod file_tools;
 mod harness_selftest;
 mod model_api;
+mod repl;
 mod sandbox;
