@@ -9,7 +9,8 @@
 //! - [`tools`] maps names to native tools (`bash`, background tasks) or plugin tools.
 //! - [`plugin`] runs WASI components in wasmtime, one sandboxed, bounded instance per call.
 //! - [`background`] owns background tasks and their notifications; [`process`] is the one
-//!   place processes are spawned and killed; [`output`] bounds captured output.
+//!   place processes are spawned and killed; [`output`] bounds captured output;
+//!   [`tasklog`] pages through task logs.
 //! - [`render`] turns events into text or JSON lines: library code never prints.
 
 pub mod agent;
@@ -23,4 +24,5 @@ pub mod plugin;
 pub mod process;
 pub mod render;
 pub mod repl;
+pub mod tasklog;
 pub mod tools;

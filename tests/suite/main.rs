@@ -5,6 +5,7 @@
 mod support;
 
 mod background;
+mod background_control;
 mod file_tools;
 mod harness_selftest;
 mod model_api;

@@ -15,6 +15,7 @@ use super::{ToolHints, ToolOutput, ToolSpec};
 use crate::background::BackgroundManager;
 use crate::output::HeadTail;
 use crate::process::{self, Ending};
+use crate::tasklog::{self, Page};
 
 /// Output of a `bash` call kept for the model, as in the seed lesson.
 const BASH_OUTPUT_LIMIT: usize = 50_000;
@@ -44,6 +45,17 @@ struct CommandInput {
 struct TaskInput {
     task_id: Option<String>,
 }
+
+#[derive(Deserialize)]
+struct CheckInput {
+    task_id: Option<String>,
+    tail: Option<usize>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// Lines in a log page when `offset` is given without `limit`.
+const DEFAULT_PAGE_LINES: usize = 200;
 
 impl NativeTools {
     pub fn new(config: NativeConfig, background: BackgroundManager) -> NativeTools {
@@ -90,8 +102,16 @@ impl NativeTools {
             },
             ToolSpec {
                 name: "check_background".into(),
-                description: "Show one background task (status, exit code, duration, output) or, without task_id, list all of them.".into(),
-                input_schema: task_schema(false, "The task id returned by background_run; omit to list all tasks"),
+                description: "Show one background task (status, exit code, duration, head and tail of its output) or, without task_id, list all of them. With `tail` or `offset`, page through the task's full log by lines.".into(),
+                input_schema: json!({
+                    "type": "object",
+                    "properties": {
+                        "task_id": {"type": "string", "description": "The task id returned by background_run; omit to list all tasks"},
+                        "tail": {"type": "integer", "minimum": 1, "maximum": tasklog::MAX_PAGE_LINES, "description": "Show the last N lines of the log"},
+                        "offset": {"type": "integer", "minimum": 0, "description": "Show the log from this line on (0-based)"},
+                        "limit": {"type": "integer", "minimum": 1, "maximum": tasklog::MAX_PAGE_LINES, "description": "Lines to show from `offset` (default 200)"}
+                    }
+                }),
                 hints: ToolHints { read_only: true, idempotent: true, ..ToolHints::default() },
             },
             ToolSpec {
@@ -112,9 +132,10 @@ impl NativeTools {
             "background_run" => {
                 parse::<CommandInput>(input).and_then(|input| self.background_run(input))
             }
-            "check_background" => {
-                parse::<TaskInput>(input).and_then(|input| self.check_background(input))
-            }
+            "check_background" => match parse::<CheckInput>(input) {
+                Ok(input) => self.check_background(input).await,
+                Err(e) => Err(e),
+            },
             "kill_background" => {
                 parse::<TaskInput>(input).and_then(|input| self.kill_background(input))
             }
@@ -188,7 +209,7 @@ impl NativeTools {
         )))
     }
 
-    fn check_background(&self, input: TaskInput) -> Result<ToolOutput, String> {
+    async fn check_background(&self, input: CheckInput) -> Result<ToolOutput, String> {
         let Some(id) = input.task_id else {
             let tasks = self.background.list();
             if tasks.is_empty() {
@@ -198,6 +219,29 @@ impl NativeTools {
             return Ok(ToolOutput::ok(lines.join("\n")));
         };
         let task = self.background.info(&id).map_err(|e| e.to_string())?;
+        let page = match (input.tail, input.offset) {
+            (Some(_), Some(_)) => {
+                return Err("invalid input: give either tail or offset, not both".into());
+            }
+            (Some(count), None) => Some(Page::Tail { count }),
+            (None, Some(offset)) => Some(Page::From {
+                offset,
+                count: input.limit.unwrap_or(DEFAULT_PAGE_LINES),
+            }),
+            (None, None) => None,
+        };
+        if let Some(page) = page {
+            let path = task.log_path.clone();
+            let read = tokio::task::spawn_blocking(move || tasklog::read_page(&path, page))
+                .await
+                .map_err(|e| format!("reading the log failed: {e}"))?
+                .map_err(|e| format!("cannot read the log {}: {e}", task.log_path.display()))?;
+            return Ok(ToolOutput::ok(format!(
+                "{}\n{}",
+                task.summary_line(),
+                read.render()
+            )));
+        }
         let mut text = format!(
             "{}\nlog: {} ({} bytes)",
             task.summary_line(),
@@ -237,6 +281,11 @@ fn parse<T: for<'de> Deserialize<'de>>(input: &Value) -> Result<T, String> {
 }
 
 /// The one check every native command passes, whether run by `bash` or `background_run`.
+///
+/// Besides malformed input it refuses, as the seed lesson does, a few commands that a
+/// coding agent has no business running: privilege escalation, powering the machine off,
+/// deleting the root or home directory, formatting or writing raw disks. This guards
+/// against accidents; it is not a security boundary (the commands run as the user).
 fn check_command(command: &str) -> Result<(), String> {
     if command.trim().is_empty() {
         return Err("invalid input: command is empty".into());
@@ -244,5 +293,69 @@ fn check_command(command: &str) -> Result<(), String> {
     if command.contains('\0') {
         return Err("invalid input: command contains a NUL byte".into());
     }
+    let words: Vec<&str> = command
+        .split(|c: char| c.is_whitespace() || matches!(c, ';' | '&' | '|' | '(' | ')' | '`'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let blocked_word = words.iter().find(|w| {
+        matches!(
+            **w,
+            "sudo" | "su" | "doas" | "shutdown" | "reboot" | "halt" | "poweroff"
+        ) || w.starts_with("mkfs")
+    });
+    let removes_root = words.windows(3).any(|w| {
+        w[0] == "rm"
+            && w[1].starts_with('-')
+            && w[1].contains('r')
+            && matches!(w[2], "/" | "/*" | "~" | "~/" | "$HOME")
+    });
+    let raw_disk = ["/dev/sd", "/dev/nvme", "/dev/hd", "/dev/vd", "/dev/mmcblk"]
+        .iter()
+        .any(|dev| command.contains(&format!("> {dev}")) || command.contains(&format!("of={dev}")));
+    if blocked_word.is_some() || removes_root || raw_disk {
+        return Err(format!(
+            "blocked: this command looks dangerous ({}) and is never run by the agent",
+            blocked_word.copied().unwrap_or(if removes_root {
+                "recursive delete of / or ~"
+            } else {
+                "write to a raw disk"
+            })
+        ));
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_command;
+
+    #[test]
+    fn ordinary_commands_pass() {
+        for command in [
+            "cargo test",
+            "echo pseudo > /dev/null",
+            "rm -rf target",
+            "ls / && echo ~",
+            "git log | head",
+        ] {
+            assert!(check_command(command).is_ok(), "{command}");
+        }
+    }
+
+    #[test]
+    fn dangerous_commands_are_blocked() {
+        for command in [
+            "sudo apt-get install x",
+            "ls; shutdown -h now",
+            "rm -rf /",
+            "rm -fr ~",
+            "mkfs.ext4 /dev/sda1",
+            "dd if=/dev/zero of=/dev/sda",
+            "(reboot)",
+        ] {
+            let err = check_command(command).unwrap_err();
+            assert!(err.starts_with("blocked:"), "{command}: {err}");
+        }
+        assert!(check_command("  ").is_err());
+    }
 }
