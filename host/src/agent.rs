@@ -70,6 +70,13 @@ impl Agent {
     /// it asks for until it stops asking. With no text, the turn only happens when finished
     /// background tasks wait to be delivered.
     pub async fn run_turn(&mut self, user_text: Option<&str>) -> Result<TurnEnd, ModelError> {
+        self.renderer.busy("thinking");
+        let end = self.turn(user_text).await;
+        self.renderer.idle();
+        end
+    }
+
+    async fn turn(&mut self, user_text: Option<&str>) -> Result<TurnEnd, ModelError> {
         if let Some(text) = user_text {
             self.push_user(vec![ContentBlock::Text {
                 text: text.to_string(),
@@ -80,7 +87,7 @@ impl Agent {
             if self.history.last().is_none_or(|m| m.role != Role::User) {
                 return Ok(TurnEnd::Idle);
             }
-            let renderer = self.renderer;
+            let renderer = self.renderer.clone();
             let mut streamed_text = false;
             let mut on_event = |event: ModelEvent| match event {
                 ModelEvent::TextDelta(text) => {

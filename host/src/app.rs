@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::model::anthropic::AnthropicClient;
 use crate::plugin::{PluginHost, PluginLimits, PluginSource, WorkspaceAccess};
 use crate::render::{Event, Renderer};
+use crate::status::StatusLine;
 use crate::tools::ToolRegistry;
 use crate::tools::native::{NativeConfig, NativeTools};
 
@@ -40,7 +41,6 @@ impl Drop for ShutdownGuard {
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
     let config = Config::from_cli(&cli)?;
-    let renderer = Renderer::new(config.output);
     let plugins = load_plugins(&config)?;
     if let Some(Command::Plugins(PluginsCommand::List)) = &cli.command {
         print_plugins(&plugins);
@@ -55,6 +55,10 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         max_running: config.max_background,
     });
     let _guard = ShutdownGuard(background.clone());
+    let renderer = Renderer::new(
+        config.output,
+        StatusLine::new(describe_tasks(background.clone())),
+    );
     let native = NativeTools::new(
         NativeConfig {
             workspace: config.workspace.clone(),
@@ -68,27 +72,60 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         renderer.emit(Event::Warning(problem));
     }
     let system = system_prompt(&config);
-    let mut agent = Agent::new(client, tools, background.clone(), renderer, system);
+    let mut agent = Agent::new(client, tools, background.clone(), renderer.clone(), system);
 
     let outcome = match &cli.prompt {
         Some(prompt) => {
             tokio::select! {
-                result = one_shot(&mut agent, prompt, &background) => result.map(|()| Outcome::Success),
+                result = one_shot(&mut agent, prompt, &background, &renderer) => result.map(|()| Outcome::Success),
                 () = shutdown_signal() => Ok(Outcome::Interrupted),
             }
         }
-        None => crate::repl::run(&mut agent, &background, renderer, &config).await,
+        None => crate::repl::run(&mut agent, &background, renderer.clone(), &config).await,
     };
     background.shutdown().await;
+    renderer.idle();
     outcome
+}
+
+/// The status line's text: the tasks running or queued, with their run time.
+fn describe_tasks(background: BackgroundManager) -> crate::status::Describe {
+    Arc::new(move || {
+        let active: Vec<String> = background
+            .list()
+            .into_iter()
+            .filter(|t| !t.status.is_finished())
+            .map(|t| {
+                let command: String = t.command.chars().take(30).collect();
+                format!(
+                    "{} {} {:.0}s {command}",
+                    t.id,
+                    t.status.as_str(),
+                    t.elapsed.as_secs_f64()
+                )
+            })
+            .collect();
+        if active.is_empty() {
+            String::new()
+        } else {
+            format!(" · {}", active.join(" · "))
+        }
+    })
 }
 
 /// Runs the prompt to the end, then waits for the background tasks it started and lets the
 /// model see each result, so no result is dropped.
-async fn one_shot(agent: &mut Agent, prompt: &str, background: &BackgroundManager) -> Result<()> {
+async fn one_shot(
+    agent: &mut Agent,
+    prompt: &str,
+    background: &BackgroundManager,
+    renderer: &Renderer,
+) -> Result<()> {
     agent.run_turn(Some(prompt)).await?;
     while background.has_pending() {
+        renderer.busy("waiting for background tasks");
         background.wait_for_notification().await;
+        renderer.idle();
         if agent.run_turn(None).await? == TurnEnd::Idle {
             break;
         }

@@ -188,6 +188,39 @@ pub enum BackgroundError {
     },
 }
 
+/// Everything a task's runner needs, handed over by `start`.
+struct Launch {
+    key: u64,
+    command: String,
+    timeout: Duration,
+    log: std::fs::File,
+    output: Arc<Mutex<HeadTail>>,
+    kill_rx: oneshot::Receiver<()>,
+    line: InLine,
+}
+
+/// A task's place in the queue for a slot.
+struct InLine {
+    previous: Option<oneshot::Receiver<()>>,
+    my_turn: oneshot::Sender<()>,
+}
+
+impl InLine {
+    /// Waits for the predecessor to get its slot, then for a slot; lets the successor
+    /// queue next. Dropping it half-way (a kill while queued) lets the successor go on.
+    async fn wait_for_slot(
+        self,
+        slots: Arc<Semaphore>,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Some(previous) = self.previous {
+            let _ = previous.await;
+        }
+        let permit = slots.acquire_owned().await.ok();
+        let _ = self.my_turn.send(());
+        permit
+    }
+}
+
 struct Shared {
     config: BackgroundConfig,
     tasks: Mutex<BTreeMap<u64, Task>>,
@@ -196,6 +229,10 @@ struct Shared {
     finished: broadcast::Sender<Notification>,
     slots: Arc<Semaphore>,
     next_id: Mutex<u64>,
+    /// Resolves once the most recently started task holds a slot (or gave up waiting):
+    /// each task waits for its predecessor before it queues for a slot, so queued tasks
+    /// start in the order they were started.
+    last_in_line: Mutex<Option<oneshot::Receiver<()>>>,
     /// Process groups whose shell exited while members still ran; ended at shutdown.
     lingering: Mutex<Vec<i32>>,
 }
@@ -231,6 +268,7 @@ impl BackgroundManager {
                 finished,
                 slots,
                 next_id: Mutex::new(1),
+                last_in_line: Mutex::new(None),
                 lingering: Mutex::new(Vec::new()),
             }),
         }
@@ -276,28 +314,37 @@ impl BackgroundManager {
                 kill: Some(kill_tx),
             },
         );
+        let (my_turn, next_turn) = oneshot::channel();
+        let previous = self.shared.last_in_line.lock().unwrap().replace(next_turn);
         let manager = self.clone();
         let command = command.to_string();
-        tokio::spawn(async move {
-            manager
-                .run_task(key, command, timeout, log, output, kill_rx)
-                .await;
-        });
+        let launch = Launch {
+            key,
+            command,
+            timeout,
+            log,
+            output,
+            kill_rx,
+            line: InLine { previous, my_turn },
+        };
+        tokio::spawn(async move { manager.run_task(launch).await });
         Ok(id)
     }
 
-    async fn run_task(
-        &self,
-        key: u64,
-        command: String,
-        timeout: Duration,
-        log: std::fs::File,
-        output: Arc<Mutex<HeadTail>>,
-        mut kill_rx: oneshot::Receiver<()>,
-    ) {
+    async fn run_task(&self, launch: Launch) {
+        let Launch {
+            key,
+            command,
+            timeout,
+            log,
+            output,
+            mut kill_rx,
+            line,
+        } = launch;
         // Wait for a slot; a kill while queued ends the task without starting it.
+        let slots = self.shared.slots.clone();
         let permit = tokio::select! {
-            permit = self.shared.slots.clone().acquire_owned() => permit.ok(),
+            permit = line.wait_for_slot(slots) => permit,
             _ = &mut kill_rx => None,
         };
         let Some(_permit) = permit else {

@@ -11,7 +11,8 @@
 //! - [`background`] owns background tasks and their notifications; [`process`] is the one
 //!   place processes are spawned and killed; [`output`] bounds captured output;
 //!   [`tasklog`] pages through task logs.
-//! - [`render`] turns events into text or JSON lines: library code never prints.
+//! - [`render`] turns events into text or JSON lines: library code never prints;
+//!   [`status`] is its live status line of running tasks.
 
 pub mod agent;
 pub mod app;
@@ -24,5 +25,6 @@ pub mod plugin;
 pub mod process;
 pub mod render;
 pub mod repl;
+pub mod status;
 pub mod tasklog;
 pub mod tools;

@@ -280,7 +280,9 @@ async fn finish(
     {
         drain.abort();
     }
-    let lingering = if ending == Ending::Exited {
+    // The shell is reaped, so the group is empty unless the command left processes
+    // behind; the cheap signal-0 probe spares a /proc scan on every exit.
+    let lingering = if ending == Ending::Exited && group_alive(pgid) {
         live_processes_in_group(pgid)
     } else {
         0

@@ -9,6 +9,7 @@ use std::io::Write;
 use serde_json::{Value, json};
 
 use crate::background::Notification;
+use crate::status::StatusLine;
 use crate::tools::ToolOutput;
 
 /// How output is shown.
@@ -57,17 +58,34 @@ pub enum Event<'a> {
 }
 
 /// Prints events in the chosen format.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Renderer {
     format: OutputFormat,
+    status: StatusLine,
 }
 
 /// The longest tool output echoed on screen in text mode (the model gets all of it).
 const SHOWN_OUTPUT_LINES: usize = 6;
 
 impl Renderer {
-    pub fn new(format: OutputFormat) -> Renderer {
-        Renderer { format }
+    /// `status` is drawn in text mode only.
+    pub fn new(format: OutputFormat, status: StatusLine) -> Renderer {
+        let status = if format == OutputFormat::Text {
+            status
+        } else {
+            StatusLine::disabled()
+        };
+        Renderer { format, status }
+    }
+
+    /// Shows the live status line with `phase` until [`Renderer::idle`] or streamed text.
+    pub fn busy(&self, phase: &str) {
+        self.status.show(phase);
+    }
+
+    /// Hides the live status line (the REPL waits for input, the run ends).
+    pub fn idle(&self) {
+        self.status.hide();
     }
 
     pub fn format(&self) -> OutputFormat {
@@ -88,6 +106,20 @@ impl Renderer {
     }
 
     fn text(&self, event: Event<'_>) {
+        match &event {
+            // Streamed text continues on the spinner's line: take the spinner away first.
+            Event::TextDelta(_) => self.status.hide(),
+            Event::ToolCall { name, .. } => self.status.show(&format!("running {name}")),
+            _ => {}
+        }
+        let thinking_next = matches!(event, Event::ToolResult { .. });
+        self.status.suspend(|| self.print_text(event));
+        if thinking_next {
+            self.status.show("thinking");
+        }
+    }
+
+    fn print_text(&self, event: Event<'_>) {
         match event {
             Event::TextDelta(text) => {
                 let mut out = std::io::stdout().lock();

@@ -106,7 +106,7 @@ pub async fn run(
             state.join("repl-history")
         });
     let (reader, printer) = LineReader::start(history);
-    let announcer = announce_finished_tasks(background, renderer, printer);
+    let announcer = announce_finished_tasks(background, renderer.clone(), printer);
     eprintln!(
         "agent in {} — type /help for commands, exit or Ctrl-D to quit",
         config.workspace.display()
