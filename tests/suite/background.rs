@@ -6,19 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    ModelServer, Recorded, Reply, TestEnv, one_shot, processes_with_marker, tool_use,
+    ModelServer, Reply, TestEnv, delivered_in, one_shot, processes_with_marker, tool_use,
 };
-
-/// Requests whose newest user message carries the notification of `task`.
-fn deliveries(requests: &[Recorded], task: &str) -> Vec<usize> {
-    let tag = format!("[bg:{task}]");
-    requests
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.last_user_text().contains(&tag))
-        .map(|(i, _)| i)
-        .collect()
-}
 
 #[test]
 fn seed_scenario_file_written_while_a_background_sleep_runs() {
@@ -105,7 +94,7 @@ fn seed_scenario_three_sleeps_run_in_parallel() {
     }
     assert!(listing.contains("running"), "{listing}");
     for (id, word) in [("bg-1", "two"), ("bg-2", "four"), ("bg-3", "six")] {
-        let at = deliveries(&requests, id);
+        let at = delivered_in(&requests, id);
         assert_eq!(at.len(), 1, "{id} delivered once: {at:?}");
         assert!(requests[at[0]].last_user_text().contains(word));
     }
@@ -149,7 +138,7 @@ fn seed_scenario_tests_run_in_the_background_while_other_tools_work() {
     out.assert_success();
     let requests = server.requests();
     assert_eq!(requests[3].tool_results()[0].1, "code checked");
-    let at = deliveries(&requests, "bg-1");
+    let at = delivered_in(&requests, "bg-1");
     assert_eq!(at.len(), 1);
     assert!(
         requests[at[0]]
@@ -186,7 +175,7 @@ fn a_notification_is_delivered_once_in_the_first_request_after_the_task_finished
     out.assert_success();
     let requests = server.requests();
     assert_eq!(requests.len(), 4);
-    assert_eq!(deliveries(&requests, "bg-1"), vec![2]);
+    assert_eq!(delivered_in(&requests, "bg-1"), vec![2]);
     let last_message = requests[2].messages().last().unwrap().clone();
     let blocks = last_message["content"].as_array().unwrap();
     assert_eq!(blocks[0]["type"], "tool_result", "tool results come first");
@@ -221,7 +210,7 @@ fn a_timed_out_task_leaves_no_process_behind() {
     let out = one_shot(&env, &server, "run it");
     out.assert_success();
     let requests = server.requests();
-    let at = deliveries(&requests, "bg-1");
+    let at = delivered_in(&requests, "bg-1");
     assert_eq!(at.len(), 1);
     let text = requests[at[0]].last_user_text();
     assert!(text.contains("timed-out"), "{text}");

@@ -6,18 +6,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    ModelServer, Recorded, Reply, TestEnv, agent, one_shot, processes_with_marker, run, tool_use,
+    ModelServer, Reply, TestEnv, agent, delivered_in, one_shot, processes_with_marker, run,
+    tool_use,
 };
-
-fn delivered_in(requests: &[Recorded], task: &str) -> Vec<usize> {
-    let tag = format!("[bg:{task}]");
-    requests
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.last_user_text().contains(&tag))
-        .map(|(i, _)| i)
-        .collect()
-}
 
 #[test]
 fn kill_background_ends_the_whole_process_group() {

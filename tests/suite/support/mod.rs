@@ -40,4 +40,4 @@ pub use protocol::check_request;
 #[allow(unused_imports)]
 pub use reply::{Reply, ToolUse, tool_use};
 #[allow(unused_imports)]
-pub use server::{ModelServer, Recorded};
+pub use server::{ModelServer, Recorded, delivered_in};

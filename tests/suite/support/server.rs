@@ -411,3 +411,15 @@ fn json_error(status: u16, error_type: &str, message: &str) -> Rendered {
         chunked: false,
     }
 }
+
+/// Indexes of the requests whose newest user message carries the `<background-results>`
+/// notification of background task `task` (for example `bg-1`).
+pub fn delivered_in(requests: &[Recorded], task: &str) -> Vec<usize> {
+    let tag = format!("[bg:{task}]");
+    requests
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.last_user_text().contains(&tag))
+        .map(|(i, _)| i)
+        .collect()
+}
