@@ -93,11 +93,15 @@ async fn big_output(state: &std::path::Path) {
     let _ = std::fs::remove_file(&n.log_path);
 }
 
+/// Peak resident memory of this process (VmHWM). Not getrusage: its ru_maxrss survives
+/// exec, so it would report the peak of the `cargo` that started the benchmark.
 fn peak_rss_mb() -> f64 {
-    // SAFETY: getrusage only writes the struct we pass it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    usage.ru_maxrss as f64 / 1024.0
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 fn main() {
