@@ -165,3 +165,38 @@ fn json_output_is_one_event_per_line() {
         .collect();
     assert_eq!(text, "done");
 }
+
+#[test]
+fn slash_kill_stops_a_task_without_asking_the_model() {
+    let marker = marker(300_000);
+    let server = ModelServer::start(vec![
+        Reply::tools(vec![tool_use(
+            "b1",
+            "background_run",
+            json!({"command": format!("sleep {marker}")}),
+        )]),
+        Reply::text("running"),
+    ]);
+    let env = TestEnv::new();
+    let mut cmd = agent(&env, &server);
+    cmd.stdin(Stdio::piped());
+    let mut running = spawn(cmd);
+    let mut stdin = running.take_stdin().unwrap();
+    stdin.write_all(b"start\n").unwrap();
+    running.wait_for_output(LIMIT, |out, _| out.contains("running"));
+    stdin.write_all(b"/tasks\n/kill bg-1\n").unwrap();
+    running.wait_for_output(LIMIT, |_, err| err.contains("[background bg-1 killed"));
+    assert!(processes_with_marker(&marker).is_empty());
+    stdin.write_all(b"/kill bg-7\nexit\n").unwrap();
+    let out = running.wait(LIMIT);
+    out.assert_success();
+    assert!(
+        out.stderr.contains("bg-1  running"),
+        "/tasks lists it: {out}"
+    );
+    assert!(
+        out.stderr.contains("no background task with id bg-7"),
+        "{out}"
+    );
+    assert_eq!(server.requests().len(), 2, "the model was not asked");
+}
