@@ -2,13 +2,13 @@
 //! still running.
 
 use std::io::Write;
-use std::process::Stdio;
+use std::process::{ChildStdin, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::support::{
-    ModelServer, Reply, TestEnv, agent, processes_with_marker, run, spawn, tool_use,
+    ModelServer, Reply, Running, TestEnv, agent, processes_with_marker, run, spawn, tool_use,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -17,14 +17,20 @@ fn marker(base: u32) -> String {
     format!("{}", base + std::process::id() % 100_000)
 }
 
+/// Starts the REPL with a pipe to type into it.
+fn start_repl(env: &TestEnv, server: &ModelServer) -> (Running, ChildStdin) {
+    let mut cmd = agent(env, server);
+    cmd.stdin(Stdio::piped());
+    let mut running = spawn(cmd);
+    let stdin = running.take_stdin().expect("stdin is piped");
+    (running, stdin)
+}
+
 #[test]
 fn the_repl_answers_ignores_empty_lines_and_quits() {
     let server = ModelServer::start(vec![Reply::text("hi there"), Reply::text("second answer")]);
     let env = TestEnv::new();
-    let mut cmd = agent(&env, &server);
-    cmd.stdin(Stdio::piped());
-    let mut running = spawn(cmd);
-    let mut stdin = running.take_stdin().unwrap();
+    let (running, mut stdin) = start_repl(&env, &server);
     stdin.write_all(b"hello\n").unwrap();
     running.wait_for_output(LIMIT, |out, _| out.contains("hi there"));
     stdin.write_all(b"\n   \n/tasks\nagain\n").unwrap();
@@ -52,10 +58,7 @@ fn a_task_finishing_while_the_user_types_is_announced_and_delivered_with_the_nex
         Reply::text("saw the result"),
     ]);
     let env = TestEnv::new();
-    let mut cmd = agent(&env, &server);
-    cmd.stdin(Stdio::piped());
-    let mut running = spawn(cmd);
-    let mut stdin = running.take_stdin().unwrap();
+    let (running, mut stdin) = start_repl(&env, &server);
     stdin.write_all(b"start the job\n").unwrap();
     running.wait_for_output(LIMIT, |out, _| out.contains("started it"));
     // Announced at once, without any input.
@@ -90,10 +93,7 @@ fn quitting_the_repl_ends_running_tasks() {
         Reply::text("running"),
     ]);
     let env = TestEnv::new();
-    let mut cmd = agent(&env, &server);
-    cmd.stdin(Stdio::piped());
-    let mut running = spawn(cmd);
-    let mut stdin = running.take_stdin().unwrap();
+    let (running, mut stdin) = start_repl(&env, &server);
     stdin.write_all(b"start\n").unwrap();
     running.wait_for_output(LIMIT, |out, _| out.contains("running"));
     assert!(!processes_with_marker(&marker).is_empty(), "the task runs");
@@ -178,10 +178,7 @@ fn slash_kill_stops_a_task_without_asking_the_model() {
         Reply::text("running"),
     ]);
     let env = TestEnv::new();
-    let mut cmd = agent(&env, &server);
-    cmd.stdin(Stdio::piped());
-    let mut running = spawn(cmd);
-    let mut stdin = running.take_stdin().unwrap();
+    let (running, mut stdin) = start_repl(&env, &server);
     stdin.write_all(b"start\n").unwrap();
     running.wait_for_output(LIMIT, |out, _| out.contains("running"));
     stdin.write_all(b"/tasks\n/kill bg-1\n").unwrap();
