@@ -41,13 +41,14 @@ impl Drop for ShutdownGuard {
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
     let config = Config::from_cli(&cli)?;
-    let plugins = load_plugins(&config)?;
     if let Some(Command::Plugins(PluginsCommand::List)) = &cli.command {
-        print_plugins(&plugins);
+        print_plugins(&load_plugins(&config)?);
         return Ok(Outcome::Success);
     }
+    // Check the key before the slower plugin loading, so a missing key fails at once.
     let client =
         AnthropicClient::new(config.model.require_key()?).context("creating the HTTP client")?;
+    let plugins = load_plugins(&config)?;
 
     let background = BackgroundManager::new(BackgroundConfig {
         workspace: config.workspace.clone(),
