@@ -62,10 +62,6 @@ impl Agent {
         }
     }
 
-    pub fn history(&self) -> &[Message] {
-        &self.history
-    }
-
     /// Runs one turn: adds the user's text (if any), then calls the model and runs the tools
     /// it asks for until it stops asking. With no text, the turn only happens when finished
     /// background tasks wait to be delivered.

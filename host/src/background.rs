@@ -8,7 +8,7 @@
 //! group: a timeout, a kill, and [`BackgroundManager::shutdown`] end the whole group.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -109,7 +109,8 @@ impl Notification {
     }
 }
 
-fn status_line(status: TaskStatus, exit: Option<ExitKind>, duration: Duration) -> String {
+/// "completed (exit code 0) after 1.2s": one task's state, as every view shows it.
+pub fn status_line(status: TaskStatus, exit: Option<ExitKind>, duration: Duration) -> String {
     let mut line = status.as_str().to_string();
     if let Some(exit) = exit {
         line.push_str(&format!(" ({exit})"));
@@ -378,7 +379,7 @@ impl BackgroundManager {
         });
 
         let capture = output.clone();
-        let mut log = std::io::BufWriter::new(log);
+        let mut log = log;
         let mut log_ok = true;
         let run = process::supervise(
             shell,
@@ -392,8 +393,9 @@ impl BackgroundManager {
             move |bytes| {
                 capture.lock().unwrap().push(bytes);
                 if log_ok {
-                    // Page-cache writes; a full disk only stops the log, not the task.
-                    log_ok = log.write_all(bytes).and_then(|()| log.flush()).is_ok();
+                    // One unbuffered write per chunk read (up to 64 KiB), so the log is
+                    // always current for paging; a full disk only stops the log.
+                    log_ok = log.write_all(bytes).is_ok();
                 }
             },
         )
@@ -412,8 +414,7 @@ impl BackgroundManager {
             ));
             self.adopt_group(pgid);
         }
-        let exit = run.exit;
-        self.finish(key, status, exit, note);
+        self.finish(key, status, run.exit, note);
     }
 
     /// Keeps a process group whose shell exited while members still run, so that
@@ -562,10 +563,6 @@ impl BackgroundManager {
             .collect();
         groups.extend(self.shared.lingering.lock().unwrap().iter().copied());
         groups
-    }
-
-    pub fn log_dir(&self) -> &Path {
-        &self.shared.config.log_dir
     }
 }
 

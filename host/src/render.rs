@@ -8,7 +8,7 @@ use std::io::Write;
 
 use serde_json::{Value, json};
 
-use crate::background::Notification;
+use crate::background::{Notification, status_line};
 use crate::status::StatusLine;
 use crate::tools::ToolOutput;
 
@@ -162,11 +162,9 @@ impl Renderer {
 /// The one-line announcement of a finished background task.
 pub fn task_finished_line(n: &Notification) -> String {
     format!(
-        "[background {} {}{} in {:.1}s: {}]",
+        "[background {} {}: {}]",
         n.task_id,
-        n.status.as_str(),
-        n.exit.map(|e| format!(", {e}")).unwrap_or_default(),
-        n.duration.as_secs_f64(),
+        status_line(n.status, n.exit, n.duration),
         clip(&n.command, 80)
     )
 }

@@ -103,10 +103,6 @@ impl AnthropicClient {
         Ok(AnthropicClient { http, config, url })
     }
 
-    pub fn model(&self) -> &str {
-        &self.config.model
-    }
-
     /// Sends one request and streams the answer, reporting text as it arrives.
     pub async fn send(
         &self,

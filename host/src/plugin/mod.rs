@@ -243,26 +243,24 @@ impl PluginHost {
         let pre = PluginPre::new(instance_pre)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{source} does not export the agent:tool/tool interface"))?;
-        let mut plugin = LoadedPlugin {
+        let tools = self
+            .describe(&pre)
+            .with_context(|| format!("calling describe() of {source}"))?;
+        self.plugins.push(LoadedPlugin {
             name: name.to_string(),
             source,
-            tools: Vec::new(),
-            workspace_access: WorkspaceAccess::None,
+            tools,
+            workspace_access,
             cache,
             pre,
-        };
-        let specs = self
-            .describe(&plugin)
-            .with_context(|| format!("calling describe() of {}", plugin.source))?;
-        plugin.tools = specs;
-        plugin.workspace_access = workspace_access;
-        self.plugins.push(plugin);
+        });
         Ok(self.plugins.len() - 1)
     }
 
-    fn describe(&self, plugin: &LoadedPlugin) -> Result<Vec<ToolSpec>> {
+    /// Asks a component for its tools, in an instance that is granted nothing.
+    fn describe(&self, pre: &PluginPre<CallState>) -> Result<Vec<ToolSpec>> {
         let (mut store, _stderr) = self.new_store(WorkspaceAccess::None)?;
-        let instance = plugin.pre.instantiate(&mut store)?;
+        let instance = pre.instantiate(&mut store)?;
         let specs = instance.agent_tool_tool().call_describe(&mut store)?;
         let mut tools = Vec::with_capacity(specs.len());
         for spec in specs {
