@@ -77,16 +77,6 @@ impl NativeTools {
                 "required": ["command"]
             })
         };
-        let task_schema = |required: bool, what: &str| {
-            let mut schema = json!({
-                "type": "object",
-                "properties": {"task_id": {"type": "string", "description": what}}
-            });
-            if required {
-                schema["required"] = json!(["task_id"]);
-            }
-            schema
-        };
         vec![
             ToolSpec {
                 name: "bash".into(),
@@ -117,7 +107,11 @@ impl NativeTools {
             ToolSpec {
                 name: "kill_background".into(),
                 description: "Stop a background task: its whole process group gets SIGTERM, then SIGKILL after a short grace.".into(),
-                input_schema: task_schema(true, "The task id returned by background_run"),
+                input_schema: json!({
+                    "type": "object",
+                    "properties": {"task_id": {"type": "string", "description": "The task id returned by background_run"}},
+                    "required": ["task_id"]
+                }),
                 hints: ToolHints { destructive: true, idempotent: true, ..ToolHints::default() },
             },
         ]
