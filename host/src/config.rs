@@ -38,6 +38,8 @@ pub struct Config {
     pub max_background: usize,
     /// Per-run directory of background task logs (outside the workspace).
     pub task_log_dir: PathBuf,
+    /// The REPL's line history, kept in the state directory.
+    pub history_file: PathBuf,
     /// Compiled-component cache, `None` when no cache directory can be found.
     pub cache_dir: Option<PathBuf>,
 }
@@ -148,6 +150,7 @@ impl Config {
             background_timeout: Duration::from_secs(cli.background_timeout),
             max_background: cli.max_background,
             task_log_dir: state_dir.join("tasks").join(run_id),
+            history_file: state_dir.join("repl-history"),
             cache_dir,
         })
     }

@@ -39,7 +39,7 @@ struct LineReader {
 }
 
 impl LineReader {
-    fn start(history: Option<PathBuf>) -> (LineReader, Option<Box<dyn ExternalPrinter + Send>>) {
+    fn start(history: PathBuf) -> (LineReader, Option<Box<dyn ExternalPrinter + Send>>) {
         let (requests, incoming) = std::sync::mpsc::channel::<oneshot::Sender<Input>>();
         let (printer_tx, printer_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -57,17 +57,13 @@ impl LineReader {
                     .ok()
                     .map(|p| Box::new(p) as Box<dyn ExternalPrinter + Send>);
                 let _ = printer_tx.send(printer);
-                if let Some(path) = &history {
-                    let _ = editor.load_history(path);
-                }
+                let _ = editor.load_history(&history);
                 for reply in incoming {
                     let input = match editor.readline("agent> ") {
                         Ok(line) => {
                             if !line.trim().is_empty() {
                                 let _ = editor.add_history_entry(line.as_str());
-                                if let Some(path) = &history {
-                                    let _ = editor.save_history(path);
-                                }
+                                let _ = editor.save_history(&history);
                             }
                             Input::Line(line)
                         }
@@ -97,15 +93,11 @@ pub async fn run(
     renderer: Renderer,
     config: &Config,
 ) -> Result<Outcome> {
-    let history = config
-        .task_log_dir
-        .parent()
-        .and_then(|tasks| tasks.parent())
-        .map(|state| {
-            let _ = std::fs::create_dir_all(state);
-            state.join("repl-history")
-        });
-    let (reader, printer) = LineReader::start(history);
+    if let Some(state_dir) = config.history_file.parent() {
+        // Without the directory the history is simply not saved.
+        let _ = std::fs::create_dir_all(state_dir);
+    }
+    let (reader, printer) = LineReader::start(config.history_file.clone());
     let announcer = announce_finished_tasks(background, renderer.clone(), printer);
     eprintln!(
         "agent in {} — type /help for commands, exit or Ctrl-D to quit",
