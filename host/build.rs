@@ -1,15 +1,19 @@
-//! Builds the built-in WASI components from source, for the host to embed.
+//! Builds the Rust WASI components under `plugins/` from source.
 //!
-//! Each component crate under `plugins/` is compiled for wasm32-wasip2 by a nested cargo
-//! with its own target directory (`target/wasm-plugins`, so it never waits on the outer
-//! build's lock), in release mode and stripped. The `.wasm` lands in OUT_DIR, where
-//! `include_bytes!` picks it up. Nothing built is ever committed.
+//! One nested cargo compiles every component crate for wasm32-wasip2, with its own target
+//! directory (`target/wasm-plugins`, so it never waits on the outer build's lock), in
+//! release mode and stripped. The built-in file tools are copied to OUT_DIR, where
+//! `include_bytes!` embeds them; the others (the example and the test-only plugins) are
+//! left where the tests and benchmarks find them, through `AGENT_PLUGIN_BUILD_DIR`.
+//! Nothing built is ever committed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// (package name, crate directory, output file stem)
-const COMPONENTS: &[(&str, &str, &str)] = &[("fs-tools", "plugins/fs-tools", "fs_tools")];
+/// Package names of the component crates (each under `plugins/<name>`).
+const COMPONENTS: &[&str] = &["fs-tools", "fetch-url", "hostile", "future-wit"];
+/// The one component the host embeds.
+const EMBEDDED: &str = "fs_tools";
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
@@ -24,34 +28,58 @@ fn main() {
         "cargo:rerun-if-changed={}",
         root.join("Cargo.lock").display()
     );
-    for (package, dir, stem) in COMPONENTS {
-        println!(
-            "cargo:rerun-if-changed={}",
-            root.join(dir).join("src").display()
-        );
-        println!(
-            "cargo:rerun-if-changed={}",
-            root.join(dir).join("Cargo.toml").display()
-        );
-        let wasm = build_component(&root, &target_dir, package, stem);
-        std::fs::copy(&wasm, out_dir.join(format!("{stem}.wasm")))
-            .unwrap_or_else(|e| panic!("copying {} into OUT_DIR: {e}", wasm.display()));
+    for package in COMPONENTS {
+        let dir = root.join("plugins").join(package);
+        // Only paths that exist: cargo reruns the script every time for a missing one.
+        for watched in ["src", "Cargo.toml", "wit"].map(|p| dir.join(p)) {
+            if watched.exists() {
+                println!("cargo:rerun-if-changed={}", watched.display());
+            }
+        }
+    }
+    ensure_wasm_target();
+    let built = build_components(&root, &target_dir);
+    let embedded = built.join(format!("{EMBEDDED}.wasm"));
+    std::fs::copy(&embedded, out_dir.join(format!("{EMBEDDED}.wasm")))
+        .unwrap_or_else(|e| panic!("copying {} into OUT_DIR: {e}", embedded.display()));
+    println!("cargo:rustc-env=AGENT_PLUGIN_BUILD_DIR={}", built.display());
+}
+
+/// rustup adds the targets of rust-toolchain.toml only when it installs the toolchain;
+/// add the wasm target to an existing toolchain too, so a fresh clone builds.
+fn ensure_wasm_target() {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    let installed = sysroot.is_some_and(|root| root.join("lib/rustlib/wasm32-wasip2").is_dir());
+    if installed {
+        return;
+    }
+    println!("cargo:warning=adding the wasm32-wasip2 target with rustup");
+    match Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        _ => println!(
+            "cargo:warning=`rustup target add wasm32-wasip2` failed; the component build below will say what is missing"
+        ),
     }
 }
 
-fn build_component(root: &Path, target_dir: &Path, package: &str, stem: &str) -> PathBuf {
+/// Builds every component; returns the directory the `.wasm` files are in.
+fn build_components(root: &Path, target_dir: &Path) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--package",
-            package,
-        ])
-        .arg("--target-dir")
+        .args(["build", "--release", "--target", "wasm32-wasip2"]);
+    for package in COMPONENTS {
+        cmd.args(["--package", package]);
+    }
+    cmd.arg("--target-dir")
         .arg(target_dir)
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_STRIP", "true")
@@ -71,14 +99,11 @@ fn build_component(root: &Path, target_dir: &Path, package: &str, stem: &str) ->
     }
     let status = cmd
         .status()
-        .unwrap_or_else(|e| panic!("running cargo to build the {package} component: {e}"));
+        .unwrap_or_else(|e| panic!("running cargo to build the plugin components: {e}"));
     if !status.success() {
         panic!(
-            "building the {package} component failed ({status}); the wasm32-wasip2 target comes from rust-toolchain.toml (`rustup target add wasm32-wasip2` if your rustup does not add it by itself)"
+            "building the plugin components failed ({status}); they need the wasm32-wasip2 target (`rustup target add wasm32-wasip2`)"
         );
     }
-    target_dir
-        .join("wasm32-wasip2")
-        .join("release")
-        .join(format!("{stem}.wasm"))
+    target_dir.join("wasm32-wasip2").join("release")
 }

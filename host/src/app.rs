@@ -10,17 +10,14 @@ use anyhow::{Context, Result};
 
 use crate::agent::{Agent, TurnEnd};
 use crate::background::{BackgroundConfig, BackgroundManager};
-use crate::cli::{Cli, Command, PluginsCommand};
+use crate::cli::{Cli, Command};
 use crate::config::Config;
 use crate::model::anthropic::AnthropicClient;
-use crate::plugin::{PluginHost, PluginLimits, PluginSource, WorkspaceAccess};
+use crate::plugin_commands::load_plugins;
 use crate::render::{Event, Renderer};
 use crate::status::StatusLine;
 use crate::tools::ToolRegistry;
 use crate::tools::native::{NativeConfig, NativeTools};
-
-/// The built-in file tools component, built from `plugins/fs-tools` by the build script.
-const FS_TOOLS_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fs_tools.wasm"));
 
 /// How a run ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +25,8 @@ pub enum Outcome {
     Success,
     /// Ctrl-C or SIGTERM.
     Interrupted,
+    /// A command that checks something found a problem (`agent plugins check`).
+    CheckFailed,
 }
 
 /// Ends every background process group when dropped, also on a panic or early return.
@@ -41,14 +40,18 @@ impl Drop for ShutdownGuard {
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
     let config = Config::from_cli(&cli)?;
-    if let Some(Command::Plugins(PluginsCommand::List)) = &cli.command {
-        print_plugins(&load_plugins(&config)?);
-        return Ok(Outcome::Success);
+    if let Some(Command::Plugins(command)) = &cli.command {
+        let ok = crate::plugin_commands::run(command, &config).await?;
+        return Ok(if ok {
+            Outcome::Success
+        } else {
+            Outcome::CheckFailed
+        });
     }
     // Check the key before the slower plugin loading, so a missing key fails at once.
     let client =
         AnthropicClient::new(config.model.require_key()?).context("creating the HTTP client")?;
-    let plugins = load_plugins(&config)?;
+    let (plugins, plugin_problems) = load_plugins(&config).await?;
 
     let background = BackgroundManager::new(BackgroundConfig {
         workspace: config.workspace.clone(),
@@ -69,7 +72,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         background.clone(),
     );
     let (tools, problems) = ToolRegistry::new(native, Arc::new(plugins));
-    for problem in &problems {
+    for problem in plugin_problems.iter().chain(&problems) {
         renderer.emit(Event::Warning(problem));
     }
     let system = system_prompt(&config);
@@ -146,35 +149,6 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
-    }
-}
-
-fn load_plugins(config: &Config) -> Result<PluginHost> {
-    let mut plugins = PluginHost::new(
-        &config.workspace,
-        config.cache_dir.clone(),
-        PluginLimits::default(),
-    )?;
-    plugins
-        .load(
-            "fs-tools",
-            PluginSource::BuiltIn,
-            FS_TOOLS_COMPONENT,
-            WorkspaceAccess::ReadWrite,
-        )
-        .context("loading the built-in file tools")?;
-    Ok(plugins)
-}
-
-fn print_plugins(plugins: &PluginHost) {
-    for plugin in plugins.plugins() {
-        println!(
-            "{} ({}, workspace: {:?}, cache: {:?})",
-            plugin.name, plugin.source, plugin.workspace_access, plugin.cache
-        );
-        for tool in &plugin.tools {
-            println!("  {:<16} {}", tool.name, tool.description);
-        }
     }
 }
 

@@ -33,7 +33,7 @@ pub struct Cli {
     pub model: String,
 
     /// How to print what happens: human text, or JSON lines for scripts.
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, value_enum, default_value = "text", global = true)]
     pub output: OutputFormat,
 
     /// The most tokens one model answer may have.
@@ -52,6 +52,19 @@ pub struct Cli {
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub max_background: usize,
 
+    /// Also load this plugin component (repeatable). Its grants come from NAME.toml
+    /// beside it; without one it gets no files, environment or network.
+    #[arg(long = "plugin", value_name = "FILE", global = true)]
+    pub plugins: Vec<PathBuf>,
+
+    /// Time limit of one plugin tool call, in seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS", global = true)]
+    pub plugin_timeout: u64,
+
+    /// Memory limit of one plugin tool call, in MiB.
+    #[arg(long, default_value_t = 256, value_name = "MIB", global = true)]
+    pub plugin_memory: u64,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -65,6 +78,18 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
-    /// List the loaded plugins and their tools.
+    /// List the plugins the agent would load (built-in, user, workspace, --plugin), their
+    /// tools and grants, and any problems.
     List,
+    /// Show one component: its tools with their input schemas, its imports and its grants.
+    Inspect {
+        /// The component file (`NAME.wasm`; its manifest is `NAME.toml` beside it).
+        file: PathBuf,
+    },
+    /// Load one component as the agent would and report every problem; exits non-zero
+    /// if there is any.
+    Check {
+        /// The component file (`NAME.wasm`; its manifest is `NAME.toml` beside it).
+        file: PathBuf,
+    },
 }

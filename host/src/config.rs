@@ -1,6 +1,7 @@
 //! Flags, environment and `.env` turned into one validated [`Config`].
 //!
-//! Only this module reads the environment; everything after it gets its settings from a
+//! Only this module reads the agent's settings from the environment (plugins read just the
+//! variables their manifest grants them); everything after it gets its settings from a
 //! `Config`, so tests and the binary configure the same way.
 
 use std::path::{Path, PathBuf};
@@ -8,6 +9,8 @@ use std::time::Duration;
 
 use crate::cli::Cli;
 use crate::model::anthropic::{AnthropicConfig, DEFAULT_BASE_URL};
+use crate::plugin::PluginLimits;
+use crate::plugin::discovery::Origin;
 use crate::render::OutputFormat;
 
 /// A setting is missing or wrong; the message says which and how to fix it.
@@ -42,6 +45,11 @@ pub struct Config {
     pub history_file: PathBuf,
     /// Compiled-component cache, `None` when no cache directory can be found.
     pub cache_dir: Option<PathBuf>,
+    /// Directories searched for third-party plugins, in load order.
+    pub plugin_dirs: Vec<(PathBuf, Origin)>,
+    /// Plugin files named with `--plugin`, loaded after those in `plugin_dirs`.
+    pub plugin_files: Vec<PathBuf>,
+    pub plugin_limits: PluginLimits,
 }
 
 /// Model settings before the API key is required (plugin commands need no key).
@@ -104,6 +112,20 @@ impl Config {
                 });
             }
         }
+        if cli.plugin_timeout == 0 {
+            return Err(ConfigError::Invalid {
+                name: "--plugin-timeout",
+                what: "at least 1 second",
+                value: "0".into(),
+            });
+        }
+        if !(1..=4096).contains(&cli.plugin_memory) {
+            return Err(ConfigError::Invalid {
+                name: "--plugin-memory",
+                what: "from 1 to 4096 MiB",
+                value: cli.plugin_memory.to_string(),
+            });
+        }
         if cli.max_background == 0 {
             return Err(ConfigError::Invalid {
                 name: "--max-background",
@@ -137,6 +159,15 @@ impl Config {
             .or_else(|| env("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("agent")))
             .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".cache/agent")))
             .map(|d| d.join("components"));
+        let user_plugins = env("AGENT_CONFIG_DIR")
+            .map(PathBuf::from)
+            .or_else(|| env("XDG_CONFIG_HOME").map(|d| PathBuf::from(d).join("agent")))
+            .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".config/agent")))
+            .map(|d| (d.join("plugins"), Origin::User));
+        let plugin_dirs = user_plugins
+            .into_iter()
+            .chain([(workspace.join(".agent/plugins"), Origin::Workspace)])
+            .collect();
         Ok(Config {
             workspace,
             model: AnthropicConfigDraft {
@@ -152,6 +183,13 @@ impl Config {
             task_log_dir: state_dir.join("tasks").join(run_id),
             history_file: state_dir.join("repl-history"),
             cache_dir,
+            plugin_dirs,
+            plugin_files: cli.plugins.clone(),
+            plugin_limits: PluginLimits {
+                time_limit: Duration::from_secs(cli.plugin_timeout),
+                memory_bytes: (cli.plugin_memory as usize) << 20,
+                ..PluginLimits::default()
+            },
         })
     }
 }

@@ -7,7 +7,8 @@
 //! - [`agent`] is the loop: it owns the conversation, calls the [`model`], runs tools through
 //!   the [`tools`] registry, and injects finished background tasks before each model call.
 //! - [`tools`] maps names to native tools (`bash`, background tasks) or plugin tools.
-//! - [`plugin`] runs WASI components in wasmtime, one sandboxed, bounded instance per call.
+//! - [`plugin`] runs WASI components in wasmtime, one sandboxed, bounded instance per call;
+//!   [`plugin_commands`] decides which plugins load and runs `agent plugins ...`.
 //! - [`background`] owns background tasks and their notifications; [`process`] is the one
 //!   place processes are spawned and killed; [`output`] bounds captured output;
 //!   [`tasklog`] pages through task logs.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod model;
 pub mod output;
 pub mod plugin;
+pub mod plugin_commands;
 pub mod process;
 pub mod render;
 pub mod repl;

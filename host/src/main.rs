@@ -24,11 +24,12 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(app::run(cli));
-    // Plugin calls run on blocking threads; do not wait on one that is stuck.
+    // Do not wait on a blocking thread that is stuck (a pipe read of a killed task).
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Ok(Outcome::CheckFailed) => ExitCode::FAILURE,
         Err(error) => {
             eprintln!("error: {error:#}");
             // A configuration problem is the user's to fix: exit 2, like a usage error.

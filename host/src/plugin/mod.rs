@@ -1,39 +1,51 @@
 //! The plugin runtime: tool components in wasmtime, each call sandboxed and bounded.
 //!
-//! One [`Engine`] and one [`Linker`] serve the whole process. Each component is compiled
-//! once (or loaded from the [`cache`]), linked once into an `InstancePre`, and asked for its
-//! tools with `describe`. Every tool call then gets a fresh `Store` and instance, so calls
-//! cannot leak state into each other, with:
-//! - only the directories its grant names preopened (the built-in file tools get the
-//!   workspace, read-write, mounted both as `.` and at its absolute path); `..`, absolute
-//!   paths outside and symlinks that point out fail inside WASI, not by string checks;
-//! - no environment, arguments, network or stdin; stderr captured for error reports;
-//! - a CPU-time limit (epoch interruption, driven by a ticker thread), a linear-memory limit
-//!   and an output-size limit.
+//! One [`Engine`] (pooling allocator, epoch interruption) and one [`Linker`] (WASI p2,
+//! wasi:http, our `host` interface) serve the whole process. Each component is compiled
+//! once (or loaded from the [`cache`]), checked against our WIT version, linked once into
+//! an `InstancePre`, and asked for its tools with `describe`. Every tool call then gets a
+//! fresh `Store` and instance from the pool, so calls cannot leak state into each other,
+//! with only what the plugin's [`Grants`] name (see [`manifest`]):
+//! - preopened directories: the workspace (mounted both as `.` and at its absolute path)
+//!   and extra directories, each read-only or read-write; `..`, absolute paths outside
+//!   and symlinks that point out fail inside WASI, not by string checks;
+//! - the granted environment variables; no arguments, no stdin; stderr captured for
+//!   error reports;
+//! - outgoing HTTP only to the granted hosts; raw sockets are always refused;
+//! - a time limit (the epoch deadline stops running wasm; a call blocked in the host is
+//!   dropped), a linear-memory limit and an output-size limit.
 //!
-//! A trap, an endless loop or a memory bomb ends that one call with a [`CallError`]; the
-//! host and the other tools keep working.
+//! A trap, an endless loop, a memory bomb or a stack overflow ends that one call with a
+//! [`CallError`]; the host and the other tools keep working.
 
 pub mod cache;
+pub mod discovery;
+pub mod manifest;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap, UpdateDeadline,
+};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::tools::{ToolHints, ToolSpec};
 use cache::{CacheOutcome, ComponentCache};
+use manifest::{Access, Grants, HostPattern};
 
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "plugin",
+        exports: { default: async },
     });
 }
 
@@ -41,15 +53,26 @@ use bindings::agent::tool::host::LogLevel;
 use bindings::agent::tool::types::{CallContext, ToolError};
 use bindings::{Plugin as PluginBindings, PluginPre};
 
+/// The WIT package this host implements; components built against another minor series
+/// are refused with a message saying so.
+pub const WIT_PACKAGE: &str = "agent:tool";
+pub const WIT_VERSION: &str = "0.1.0";
+
 /// How often the epoch ticks; the granularity of the CPU-time limit.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Bytes of a plugin's stderr kept for error reports.
 const STDERR_CAPTURE: usize = 16 * 1024;
+/// How long a call may stay blocked inside the host (a sleep, an HTTP request) past its
+/// time limit before it is dropped; running wasm is stopped by the epoch deadline instead.
+const BLOCKED_GRACE: Duration = Duration::from_millis(500);
+/// Instances the pooling allocator keeps slots for; more concurrent calls than this wait.
+const POOL_INSTANCES: u32 = 100;
 
 /// Bounds applied to every plugin call.
 #[derive(Debug, Clone)]
 pub struct PluginLimits {
-    /// Wall-clock budget of one call (interruption by epoch deadline).
+    /// Time budget of one call: running wasm is interrupted by the epoch deadline, a call
+    /// blocked in a host function is dropped.
     pub time_limit: Duration,
     /// Largest linear memory one instance may grow to, in bytes.
     pub memory_bytes: usize,
@@ -67,24 +90,21 @@ impl Default for PluginLimits {
     }
 }
 
-/// What a plugin may touch. Deny by default: a plugin without a grant sees no files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkspaceAccess {
-    None,
-    ReadOnly,
-    ReadWrite,
-}
-
 /// Why a tool call failed; shown to the model as an error tool result.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// The plugin returned one of the WIT `tool-error` cases.
     #[error("{kind}: {message}")]
     Tool { kind: &'static str, message: String },
-    /// The call ran past its CPU-time limit and was interrupted.
+    /// The call ran past its time limit and was stopped.
     #[error("timeout: the plugin did not finish within {0:?} and was stopped")]
     Timeout(Duration),
-    /// The plugin trapped: a panic, an out-of-bounds access, running out of memory, ...
+    /// The plugin tried to grow its memory past the limit and was stopped.
+    #[error(
+        "memory limit: the plugin tried to use {wanted} bytes of memory, over its limit of {limit} bytes, and was stopped"
+    )]
+    MemoryLimit { wanted: usize, limit: usize },
+    /// The plugin trapped: a panic, an out-of-bounds access, a stack overflow, ...
     #[error("the plugin crashed ({trap}){stderr}")]
     Trap { trap: String, stderr: String },
     /// Instantiation or the host side of the call failed.
@@ -92,11 +112,13 @@ pub enum CallError {
     Host(anyhow::Error),
 }
 
-/// Per-call state of a store: the WASI context and the limits.
+/// Per-call state of a store: the WASI and HTTP contexts and the limits.
 struct CallState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    network: NetworkGate,
     table: ResourceTable,
-    limits: StoreLimits,
+    limiter: MemoryLimiter,
     logs: Vec<String>,
 }
 
@@ -105,6 +127,16 @@ impl WasiView for CallState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.network,
         }
     }
 }
@@ -120,18 +152,101 @@ impl bindings::agent::tool::host::Host for CallState {
 
 impl bindings::agent::tool::types::Host for CallState {}
 
+/// Lets outgoing HTTP requests through only to the hosts of the plugin's network grant,
+/// and remembers the ones it refused so the error can name them.
+struct NetworkGate {
+    allowed: Arc<[HostPattern]>,
+    refused: Vec<String>,
+}
+
+impl WasiHttpHooks for NetworkGate {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+                )>,
+            > + Send,
+    > {
+        let uri = request.uri();
+        let host = uri.host().unwrap_or_default();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        if !self.allowed.iter().any(|p| p.matches(&host, port)) {
+            self.refused.push(format!("{host}:{port}"));
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        wasmtime_wasi_http::default_hooks().send_request(request, options, fut)
+    }
+}
+
+/// The memory limit of one call. Unlike a plain refusal, which many languages turn into
+/// an abort with no reason given, going over the limit stops the call with an error that
+/// says so.
+struct MemoryLimiter {
+    limit: usize,
+}
+
+/// Raised inside the store when a plugin asks for more memory than its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the plugin asked for {wanted} bytes of linear memory, over its limit of {limit}")]
+struct MemoryLimitExceeded {
+    wanted: usize,
+    limit: usize,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            return Err(MemoryLimitExceeded {
+                wanted: desired,
+                limit: self.limit,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
 /// Where a plugin came from.
 #[derive(Debug, Clone)]
 pub enum PluginSource {
     BuiltIn,
-    File(PathBuf),
+    File {
+        path: PathBuf,
+        origin: discovery::Origin,
+        manifest: Option<PathBuf>,
+    },
 }
 
 impl std::fmt::Display for PluginSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PluginSource::BuiltIn => f.write_str("built-in"),
-            PluginSource::File(path) => write!(f, "{}", path.display()),
+            PluginSource::File { path, .. } => write!(f, "{}", path.display()),
         }
     }
 }
@@ -141,9 +256,21 @@ pub struct LoadedPlugin {
     pub name: String,
     pub source: PluginSource,
     pub tools: Vec<ToolSpec>,
-    pub workspace_access: WorkspaceAccess,
+    pub grants: Grants,
+    /// The interfaces the component imports (`wasi:filesystem/types@0.2.6`, ...).
+    pub imports: Vec<String>,
     pub cache: CacheOutcome,
+    /// The granted environment variables that are set, with their values.
+    env: Vec<(String, String)>,
     pre: PluginPre<CallState>,
+}
+
+/// What [`PluginHost::load`] made of a component.
+pub struct Loaded {
+    pub index: usize,
+    /// Tools the plugin described but that were refused (bad name, bad schema); the other
+    /// tools are loaded.
+    pub problems: Vec<String>,
 }
 
 /// Ticks the engine's epoch until dropped.
@@ -182,6 +309,7 @@ pub struct PluginHost {
     limits: PluginLimits,
     workspace: PathBuf,
     plugins: Vec<LoadedPlugin>,
+    pooling: bool,
     _ticker: EpochTicker,
 }
 
@@ -192,16 +320,14 @@ impl PluginHost {
         cache_dir: Option<PathBuf>,
         limits: PluginLimits,
     ) -> Result<PluginHost> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.wasm_component_model(true);
-        let engine = Engine::new(&config)
-            .map_err(anyhow::Error::from)
-            .context("creating the wasmtime engine")?;
+        let (engine, pooling) = new_engine(&limits)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking WASI")?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI HTTP")?;
         PluginBindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("linking the agent:tool host interface")?;
@@ -213,6 +339,7 @@ impl PluginHost {
             limits,
             workspace: workspace.to_path_buf(),
             plugins: Vec::new(),
+            pooling,
         })
     }
 
@@ -220,120 +347,176 @@ impl PluginHost {
         &self.plugins
     }
 
+    /// Whether instances come from the pooling allocator (false when the machine refused
+    /// its address-space reservation and the engine fell back to on-demand allocation).
+    pub fn pooling(&self) -> bool {
+        self.pooling
+    }
+
     /// Compiles (or loads from the cache) and links a component, asks it for its tools,
-    /// and keeps it. Returns the plugin's index.
-    pub fn load(
+    /// and keeps it. Fails, naming the source, when the bytes are not a component, the
+    /// component targets another version of the WIT, or `describe` fails or offers no
+    /// valid tool.
+    pub async fn load(
         &mut self,
         name: &str,
         source: PluginSource,
         bytes: &[u8],
-        workspace_access: WorkspaceAccess,
-    ) -> Result<usize> {
+        grants: Grants,
+    ) -> Result<Loaded> {
+        check_component_header(bytes).with_context(|| format!("{source}"))?;
         let (component, cache) = self
             .cache
             .load(&self.engine, bytes)
             .with_context(|| format!("{source} is not a valid WebAssembly component"))?;
+        let imports =
+            check_wit_version(&self.engine, &component).with_context(|| format!("{source}"))?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
-            .with_context(|| {
-                format!("{source} does not fit the agent:tool@0.1 plugin world (wrong imports?)")
-            })?;
+            .with_context(|| format!("{source} imports something this host does not provide"))?;
         let pre = PluginPre::new(instance_pre)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{source} does not export the agent:tool/tool interface"))?;
-        let tools = self
+        for dir in &grants.dirs {
+            if !dir.path.is_dir() {
+                bail!(
+                    "{source}: the directory {} granted by its manifest does not exist",
+                    dir.path.display()
+                );
+            }
+        }
+        let env = grants
+            .env
+            .iter()
+            .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
+            .collect();
+        let (tools, problems) = self
             .describe(&pre)
+            .await
             .with_context(|| format!("calling describe() of {source}"))?;
+        if tools.is_empty() {
+            bail!("{source}: describe() offered no valid tool");
+        }
+        let problems = problems
+            .into_iter()
+            .map(|p| format!("{source}: {p}; the tool is skipped"))
+            .collect();
         self.plugins.push(LoadedPlugin {
             name: name.to_string(),
             source,
             tools,
-            workspace_access,
+            grants,
+            imports,
             cache,
+            env,
             pre,
         });
-        Ok(self.plugins.len() - 1)
+        Ok(Loaded {
+            index: self.plugins.len() - 1,
+            problems,
+        })
     }
 
-    /// Asks a component for its tools, in an instance that is granted nothing.
-    fn describe(&self, pre: &PluginPre<CallState>) -> Result<Vec<ToolSpec>> {
-        let (mut store, _stderr) = self.new_store(WorkspaceAccess::None)?;
-        let instance = pre.instantiate(&mut store)?;
-        let specs = instance.agent_tool_tool().call_describe(&mut store)?;
-        let mut tools = Vec::with_capacity(specs.len());
+    /// Loads a discovered plugin file, with the grants of the manifest beside it. The
+    /// plugin is named after the file.
+    pub async fn load_file(&mut self, found: &discovery::Found) -> Result<Loaded> {
+        let path = &found.path;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let (grants, manifest) = Grants::for_component(path).map_err(|e| anyhow!(e))?;
+        let name = path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let source = PluginSource::File {
+            path: path.clone(),
+            origin: found.origin,
+            manifest,
+        };
+        self.load(&name, source, &bytes, grants).await
+    }
+
+    /// Asks a component for its tools, in an instance that is granted nothing. Returns the
+    /// valid tools and what was wrong with the others.
+    async fn describe(&self, pre: &PluginPre<CallState>) -> Result<(Vec<ToolSpec>, Vec<String>)> {
+        let (mut store, _stderr) = self.new_store(&Grants::none(), &[])?;
+        let instance = pre.instantiate_async(&mut store).await?;
+        let specs = instance.agent_tool_tool().call_describe(&mut store).await?;
+        let mut tools: Vec<ToolSpec> = Vec::with_capacity(specs.len());
+        let mut problems = Vec::new();
         for spec in specs {
-            let schema: serde_json::Value =
-                serde_json::from_str(&spec.input_schema).map_err(|e| {
-                    anyhow!(
-                        "tool `{}`: the input schema is not valid JSON: {e}",
-                        spec.name
-                    )
-                })?;
-            let tool = ToolSpec {
-                name: spec.name,
-                description: spec.description,
-                input_schema: schema,
-                hints: ToolHints {
-                    read_only: spec
-                        .hints
-                        .contains(bindings::agent::tool::types::ToolHints::READ_ONLY),
-                    destructive: spec
-                        .hints
-                        .contains(bindings::agent::tool::types::ToolHints::DESTRUCTIVE),
-                    idempotent: spec
-                        .hints
-                        .contains(bindings::agent::tool::types::ToolHints::IDEMPOTENT),
-                },
-            };
-            tool.validate()?;
-            tools.push(tool);
+            match tool_spec(spec) {
+                Ok(tool) if tools.iter().any(|t| t.name == tool.name) => {
+                    problems.push(format!("tool `{}` is described twice", tool.name));
+                }
+                Ok(tool) => tools.push(tool),
+                Err(problem) => problems.push(format!("{problem:#}")),
+            }
         }
-        if tools.is_empty() {
-            bail!("describe() returned no tools");
-        }
-        Ok(tools)
+        Ok((tools, problems))
     }
 
-    fn new_store(&self, access: WorkspaceAccess) -> Result<(Store<CallState>, MemoryOutputPipe)> {
+    fn new_store(
+        &self,
+        grants: &Grants,
+        env: &[(String, String)],
+    ) -> Result<(Store<CallState>, MemoryOutputPipe)> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stderr(stderr.clone());
-        let perms = match access {
-            WorkspaceAccess::None => None,
-            WorkspaceAccess::ReadOnly => Some(FsPerms::ReadOnly),
-            WorkspaceAccess::ReadWrite => Some(FsPerms::ReadWrite),
-        };
-        if let Some(perms) = perms {
+        for (name, value) in env {
+            wasi.env(name, value);
+        }
+        if let Some(perms) = perms(grants.workspace) {
             let absolute = self.workspace.to_string_lossy();
             wasi.preopened_dir(&self.workspace, ".", perms)
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("opening the workspace {}", self.workspace.display()))?;
-            wasi.preopened_dir(&self.workspace, absolute.as_ref(), perms)?;
+            wasi.preopened_dir(&self.workspace, absolute.as_ref(), perms)
+                .map_err(anyhow::Error::from)?;
+        }
+        for dir in &grants.dirs {
+            if let Some(perms) = perms(dir.access) {
+                let guest = dir.path.to_string_lossy();
+                wasi.preopened_dir(&dir.path, guest.as_ref(), perms)
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| format!("opening the granted directory {guest}"))?;
+            }
         }
         let state = CallState {
             wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            network: NetworkGate {
+                allowed: grants.network.clone().into(),
+                refused: Vec::new(),
+            },
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes)
-                .instances(64)
-                .tables(64)
-                .memories(64)
-                .build(),
+            limiter: MemoryLimiter {
+                limit: self.limits.memory_bytes,
+            },
             logs: Vec::new(),
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
-        let ticks = (self.limits.time_limit.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        store.limiter(|state| &mut state.limiter);
+        // Running wasm checks the clock every tick and yields to the async runtime, so a
+        // busy plugin never holds a runtime thread; past the limit it is interrupted.
+        let started = Instant::now();
+        let limit = self.limits.time_limit;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if started.elapsed() >= limit {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
         Ok((store, stderr))
     }
 
-    /// Runs tool `tool` of plugin `index` in a fresh instance. Blocking: call it from a
-    /// blocking thread.
-    pub fn call(
+    /// Runs tool `tool` of plugin `index` in a fresh instance.
+    pub async fn call(
         &self,
         index: usize,
         tool: &str,
@@ -342,33 +525,43 @@ impl PluginHost {
     ) -> Result<String, CallError> {
         let plugin = &self.plugins[index];
         let (mut store, stderr) = self
-            .new_store(plugin.workspace_access)
+            .new_store(&plugin.grants, &plugin.env)
             .map_err(CallError::Host)?;
-        let instance = plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| CallError::Host(e.into()))?;
         let context = CallContext {
             call_id: call_id.to_string(),
             time_limit_ms: self.limits.time_limit.as_millis() as u64,
-            workspace: match plugin.workspace_access {
-                WorkspaceAccess::None => String::new(),
+            workspace: match plugin.grants.workspace {
+                Access::None => String::new(),
                 _ => self.workspace.to_string_lossy().into_owned(),
             },
         };
-        let result = instance
-            .agent_tool_tool()
-            .call_call(&mut store, tool, input, &context);
-        match result {
-            Ok(Ok(text)) => Ok(cap_output(text, self.limits.output_bytes)),
-            Ok(Err(error)) => Err(tool_error(error)),
-            Err(error) => Err(self.trap_error(error.into(), &stderr)),
-        }
+        let run = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            instance
+                .agent_tool_tool()
+                .call_call(&mut store, tool, input, &context)
+                .await
+        };
+        let result = tokio::time::timeout(self.limits.time_limit + BLOCKED_GRACE, run).await;
+        let refused = std::mem::take(&mut store.data_mut().network.refused);
+        let result = match result {
+            Err(_elapsed) => Err(CallError::Timeout(self.limits.time_limit)),
+            Ok(Ok(Ok(text))) => Ok(cap_output(text, self.limits.output_bytes)),
+            Ok(Ok(Err(error))) => Err(tool_error(error)),
+            Ok(Err(error)) => Err(self.trap_error(error.into(), &stderr)),
+        };
+        result.map_err(|error| with_refused_hosts(error, &refused))
     }
 
     fn trap_error(&self, error: anyhow::Error, stderr: &MemoryOutputPipe) -> CallError {
         if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
             return CallError::Timeout(self.limits.time_limit);
+        }
+        if let Some(exceeded) = error.downcast_ref::<MemoryLimitExceeded>() {
+            return CallError::MemoryLimit {
+                wanted: exceeded.wanted,
+                limit: exceeded.limit,
+            };
         }
         let trap = match error.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
@@ -383,6 +576,153 @@ impl PluginHost {
             format!("; its stderr said: {}", last_chars(&captured, 2000))
         };
         CallError::Trap { trap, stderr }
+    }
+}
+
+/// The engine every plugin runs in: epoch interruption for time limits, and the pooling
+/// allocator so a fresh instance per call costs microseconds. Falls back to on-demand
+/// allocation when the pool's address space cannot be reserved.
+fn new_engine(limits: &PluginLimits) -> Result<(Engine, bool)> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(POOL_INSTANCES)
+        // Interpreters (componentize-py, componentize-js) link many core modules and
+        // have large function tables.
+        .total_core_instances(POOL_INSTANCES * 20)
+        .total_memories(POOL_INSTANCES * 4)
+        .total_tables(POOL_INSTANCES * 20)
+        .total_stacks(POOL_INSTANCES)
+        .max_memory_size(limits.memory_bytes)
+        .table_elements(100_000)
+        .max_core_instance_size(4 << 20)
+        .max_component_instance_size(4 << 20);
+    let mut pooled = config.clone();
+    pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if let Ok(engine) = Engine::new(&pooled) {
+        return Ok((engine, true));
+    }
+    let engine = Engine::new(&config)
+        .map_err(anyhow::Error::from)
+        .context("creating the wasmtime engine")?;
+    Ok((engine, false))
+}
+
+fn perms(access: Access) -> Option<FsPerms> {
+    match access {
+        Access::None => None,
+        Access::ReadOnly => Some(FsPerms::ReadOnly),
+        Access::ReadWrite => Some(FsPerms::ReadWrite),
+    }
+}
+
+/// Tells a component from a core module or a file that is not WebAssembly at all, before
+/// wasmtime's parser gives a less helpful message.
+fn check_component_header(bytes: &[u8]) -> Result<()> {
+    const MAGIC: &[u8] = b"\0asm";
+    const COMPONENT_LAYER: &[u8] = &[0x0d, 0x00, 0x01, 0x00];
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        bail!("is not a WebAssembly file (it does not start with the `\\0asm` header)");
+    }
+    if &bytes[4..8] != COMPONENT_LAYER {
+        bail!(
+            "is a core WebAssembly module, not a component: build it for wasm32-wasip2, or wrap it with `wasm-tools component new`"
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a component built against a WIT version this host does not speak, with a
+/// message that says which version it wants. Within our major.minor series, wasmtime's
+/// semver-aware linker does the matching. Returns the component's imports.
+fn check_wit_version(engine: &Engine, component: &Component) -> Result<Vec<String>> {
+    let ty = component.component_type();
+    let imports: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let names: Vec<String> = imports
+        .iter()
+        .cloned()
+        .chain(ty.exports(engine).map(|(name, _)| name.to_string()))
+        .collect();
+    let ours = WIT_VERSION
+        .rsplit_once('.')
+        .map(|(series, _)| series)
+        .unwrap_or(WIT_VERSION);
+    for name in &names {
+        let Some(rest) = name.strip_prefix(&format!("{WIT_PACKAGE}/")) else {
+            continue;
+        };
+        let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
+        if !version.starts_with(&format!("{ours}.")) {
+            bail!(
+                "was built against {WIT_PACKAGE}@{}, but this agent speaks {WIT_PACKAGE}@{ours}.x; rebuild it against the WIT shipped with this agent",
+                if version.is_empty() {
+                    "an unversioned package"
+                } else {
+                    version
+                }
+            );
+        }
+    }
+    let tool_export = format!("{WIT_PACKAGE}/tool@");
+    if !names.iter().any(|n| n.starts_with(&tool_export)) {
+        bail!(
+            "does not export {WIT_PACKAGE}/tool@{WIT_VERSION}: it is not a tool plugin (it has {})",
+            if names.is_empty() {
+                "no imports or exports".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+    }
+    Ok(imports)
+}
+
+fn tool_spec(spec: bindings::agent::tool::types::ToolSpec) -> Result<ToolSpec> {
+    use bindings::agent::tool::types::ToolHints as WitHints;
+    let schema: serde_json::Value = serde_json::from_str(&spec.input_schema).map_err(|e| {
+        anyhow!(
+            "tool `{}`: the input schema is not valid JSON: {e}",
+            spec.name
+        )
+    })?;
+    let tool = ToolSpec {
+        name: spec.name,
+        description: spec.description,
+        input_schema: schema,
+        hints: ToolHints {
+            read_only: spec.hints.contains(WitHints::READ_ONLY),
+            destructive: spec.hints.contains(WitHints::DESTRUCTIVE),
+            idempotent: spec.hints.contains(WitHints::IDEMPOTENT),
+        },
+    };
+    tool.validate()?;
+    Ok(tool)
+}
+
+/// Adds the hosts the network gate refused to an error, since the plugin's own message
+/// may not say why its request failed.
+fn with_refused_hosts(error: CallError, refused: &[String]) -> CallError {
+    if refused.is_empty() {
+        return error;
+    }
+    let note = format!(
+        " (the agent refused this plugin's HTTP request to {}: not in its manifest's network grant)",
+        refused.join(", ")
+    );
+    match error {
+        CallError::Tool { kind, message } => CallError::Tool {
+            kind,
+            message: message + &note,
+        },
+        CallError::Trap { trap, stderr } => CallError::Trap {
+            trap,
+            stderr: stderr + &note,
+        },
+        other => other,
     }
 }
 

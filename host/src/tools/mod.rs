@@ -177,19 +177,10 @@ impl ToolRegistry {
         match *handler {
             Handler::Native => self.native.call(name, input).await,
             Handler::Plugin(index) => {
-                let plugins = self.plugins.clone();
-                let (name, input, call_id) =
-                    (name.to_string(), input.to_string(), call_id.to_string());
-                let joined = tokio::task::spawn_blocking(move || {
-                    plugins.call(index, &name, &input, &call_id)
-                })
-                .await;
-                match joined {
-                    Ok(Ok(text)) => ToolOutput::ok(text),
-                    Ok(Err(error)) => ToolOutput::error(error.to_string()),
-                    Err(join) => {
-                        ToolOutput::error(format!("internal: the plugin call panicked: {join}"))
-                    }
+                let input = input.to_string();
+                match self.plugins.call(index, name, &input, call_id).await {
+                    Ok(text) => ToolOutput::ok(text),
+                    Err(error) => ToolOutput::error(error.to_string()),
                 }
             }
         }

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use super::server::ModelServer;
 
-/// A temp workspace directory plus a temp state dir; both are deleted when the
-/// value is dropped.
+/// A temp workspace directory, a temp state dir and a temp user config dir (where user
+/// plugins go); all are deleted when the value is dropped.
 pub struct TestEnv {
     pub workspace: tempfile::TempDir,
     pub state: tempfile::TempDir,
+    pub config: tempfile::TempDir,
 }
 
 impl TestEnv {
@@ -31,6 +32,7 @@ impl TestEnv {
         TestEnv {
             workspace: make("agent-ws-"),
             state: make("agent-state-"),
+            config: make("agent-config-"),
         }
     }
 
@@ -79,7 +81,8 @@ pub fn cache_dir() -> PathBuf {
 /// A `Command` for the real binary with: current dir = the workspace; a
 /// cleared environment except `PATH` and `HOME`; `ANTHROPIC_API_KEY=test-key`,
 /// `ANTHROPIC_BASE_URL=<server.url()>`, `MODEL_ID=test-model`,
-/// `AGENT_STATE_DIR=<env.state>`, `AGENT_CACHE_DIR=<cache_dir()>`; stdin null.
+/// `AGENT_STATE_DIR=<env.state>`, `AGENT_CACHE_DIR=<cache_dir()>`,
+/// `AGENT_CONFIG_DIR=<env.config>`; stdin null.
 /// Add arguments (and more env, or a piped stdin) before running it.
 pub fn agent(env: &TestEnv, server: &ModelServer) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent"));
@@ -94,6 +97,7 @@ pub fn agent(env: &TestEnv, server: &ModelServer) -> Command {
         .env("MODEL_ID", "test-model")
         .env("AGENT_STATE_DIR", env.state.path())
         .env("AGENT_CACHE_DIR", cache_dir())
+        .env("AGENT_CONFIG_DIR", env.config.path())
         .stdin(Stdio::null());
     cmd
 }

@@ -1,0 +1,308 @@
+//! Plugin manifests (`NAME.toml` beside `NAME.wasm`) and the [`Grants`] they declare.
+//!
+//! Deny by default: a plugin without a manifest gets no files, no environment and no
+//! network. A manifest can ask for the workspace (read-only or read-write), extra
+//! directories, named environment variables and outgoing HTTP hosts; anything it does not
+//! name stays closed. Unknown keys are errors, so a typo never silently drops a grant or
+//! widens one.
+//!
+//! ```toml
+//! workspace = "read-only"            # "none" (default), "read-only", "read-write"
+//! env = ["LANG"]                     # variables passed in, when set in the agent's env
+//! network = ["api.example.com", "127.0.0.1:8080", "*.example.org"]
+//!
+//! [[dir]]                            # mounted at its own absolute path
+//! path = "/usr/share/dict"
+//! access = "read-only"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Access to one directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    None,
+    ReadOnly,
+    ReadWrite,
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Access::None => "none",
+            Access::ReadOnly => "read-only",
+            Access::ReadWrite => "read-write",
+        })
+    }
+}
+
+/// An extra directory a plugin may use, mounted in the guest at the same absolute path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    pub path: PathBuf,
+    pub access: Access,
+}
+
+/// A host a plugin may send HTTP requests to: `name` (any port), `name:port`, or
+/// `*.domain` (any subdomain of `domain`, not `domain` itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    host: String,
+    port: Option<u16>,
+}
+
+impl HostPattern {
+    fn parse(text: &str) -> Result<HostPattern, String> {
+        let bad = |why: &str| format!("network host {text:?} is invalid: {why}");
+        if text.contains("://") || text.contains('/') {
+            return Err(bad("give a host name, optionally with :port, not a URL"));
+        }
+        let (host, port) = match text.rsplit_once(':') {
+            Some((host, port)) => {
+                let port = port
+                    .parse::<u16>()
+                    .map_err(|_| bad("the port must be a number from 0 to 65535"))?;
+                (host, Some(port))
+            }
+            None => (text, None),
+        };
+        let name = host.strip_prefix("*.").unwrap_or(host);
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        if !valid {
+            return Err(bad(
+                "use a DNS name or an IPv4 address (letters, digits, `.`, `-`)",
+            ));
+        }
+        Ok(HostPattern {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// Whether a request to `host` (without brackets) on `port` is allowed by this pattern.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        let host = host.to_ascii_lowercase();
+        let host_ok = match self.host.strip_prefix("*.") {
+            Some(domain) => host
+                .strip_suffix(domain)
+                .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+            None => host == self.host,
+        };
+        host_ok && self.port.is_none_or(|p| p == port)
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port {
+            Some(port) => write!(f, "{}:{port}", self.host),
+            None => f.write_str(&self.host),
+        }
+    }
+}
+
+/// Everything a plugin may reach beyond its own memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grants {
+    pub workspace: Access,
+    pub dirs: Vec<DirGrant>,
+    /// Names of environment variables passed in (those set in the agent's environment).
+    pub env: Vec<String>,
+    pub network: Vec<HostPattern>,
+}
+
+impl Grants {
+    /// Nothing at all: what a third-party plugin without a manifest gets.
+    pub fn none() -> Grants {
+        Grants {
+            workspace: Access::None,
+            dirs: Vec::new(),
+            env: Vec::new(),
+            network: Vec::new(),
+        }
+    }
+
+    /// The workspace, read-write, and nothing else: the built-in file tools.
+    pub fn workspace_read_write() -> Grants {
+        Grants {
+            workspace: Access::ReadWrite,
+            ..Grants::none()
+        }
+    }
+
+    /// One line per grant, for `plugins list` and `plugins inspect`.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = vec![format!("workspace: {}", self.workspace)];
+        for dir in &self.dirs {
+            lines.push(format!(
+                "directory: {} ({})",
+                dir.path.display(),
+                dir.access
+            ));
+        }
+        lines.push(match self.env.is_empty() {
+            true => "env: none".to_string(),
+            false => format!("env: {}", self.env.join(", ")),
+        });
+        lines.push(match self.network.is_empty() {
+            true => "network: none".to_string(),
+            false => format!(
+                "network: {}",
+                self.network
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+        lines
+    }
+
+    /// The grants of the plugin at `wasm`: read from `NAME.toml` beside it, or none.
+    pub fn for_component(wasm: &Path) -> Result<(Grants, Option<PathBuf>), String> {
+        let manifest = wasm.with_extension("toml");
+        match std::fs::read_to_string(&manifest) {
+            Ok(text) => {
+                let grants = Grants::parse(&text)
+                    .map_err(|e| format!("manifest {}: {e}", manifest.display()))?;
+                Ok((grants, Some(manifest)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Grants::none(), None)),
+            Err(e) => Err(format!("cannot read manifest {}: {e}", manifest.display())),
+        }
+    }
+
+    /// Parses and checks a manifest's text.
+    pub fn parse(text: &str) -> Result<Grants, String> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Manifest {
+            #[serde(default = "no_access")]
+            workspace: Access,
+            #[serde(default)]
+            dir: Vec<DirEntry>,
+            #[serde(default)]
+            env: Vec<String>,
+            #[serde(default)]
+            network: Vec<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct DirEntry {
+            path: PathBuf,
+            access: Access,
+        }
+        fn no_access() -> Access {
+            Access::None
+        }
+
+        let manifest: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut dirs = Vec::new();
+        for entry in manifest.dir {
+            if !entry.path.is_absolute() {
+                return Err(format!(
+                    "directory {} must be an absolute path",
+                    entry.path.display()
+                ));
+            }
+            if entry.access == Access::None {
+                continue;
+            }
+            dirs.push(DirGrant {
+                path: entry.path,
+                access: entry.access,
+            });
+        }
+        for name in &manifest.env {
+            let valid =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err(format!(
+                    "environment variable name {name:?} is invalid (use letters, digits and `_`)"
+                ));
+            }
+        }
+        let network = manifest
+            .network
+            .iter()
+            .map(|h| HostPattern::parse(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Grants {
+            workspace: manifest.workspace,
+            dirs,
+            env: manifest.env,
+            network,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_manifest_grants_nothing() {
+        assert_eq!(Grants::parse("").unwrap(), Grants::none());
+    }
+
+    #[test]
+    fn a_full_manifest_parses() {
+        let grants = Grants::parse(
+            r#"
+            workspace = "read-only"
+            env = ["LANG", "MY_TOKEN"]
+            network = ["api.example.com", "127.0.0.1:8080", "*.example.org"]
+            [[dir]]
+            path = "/usr/share/dict"
+            access = "read-only"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(grants.workspace, Access::ReadOnly);
+        assert_eq!(grants.env, ["LANG", "MY_TOKEN"]);
+        assert_eq!(grants.dirs[0].path, Path::new("/usr/share/dict"));
+        assert_eq!(grants.network.len(), 3);
+    }
+
+    #[test]
+    fn mistakes_are_refused_with_the_reason() {
+        for (text, expected) in [
+            ("workspace = \"all\"", "unknown variant"),
+            ("netwrok = [\"a.com\"]", "unknown field `netwrok`"),
+            ("network = [\"https://a.com/x\"]", "not a URL"),
+            ("network = [\"a.com:http\"]", "port"),
+            ("env = [\"A=B\"]", "environment variable name"),
+            (
+                "[[dir]]\npath = \"relative\"\naccess = \"read-only\"",
+                "absolute",
+            ),
+        ] {
+            let error = Grants::parse(text).unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn host_patterns_match_exactly_what_they_name() {
+        let any_port = HostPattern::parse("Example.com").unwrap();
+        assert!(any_port.matches("example.com", 443));
+        assert!(any_port.matches("EXAMPLE.COM", 80));
+        assert!(!any_port.matches("evil-example.com", 443));
+        assert!(!any_port.matches("example.com.evil.net", 443));
+
+        let one_port = HostPattern::parse("127.0.0.1:8080").unwrap();
+        assert!(one_port.matches("127.0.0.1", 8080));
+        assert!(!one_port.matches("127.0.0.1", 8081));
+
+        let wildcard = HostPattern::parse("*.example.org").unwrap();
+        assert!(wildcard.matches("api.example.org", 443));
+        assert!(!wildcard.matches("example.org", 443));
+        assert!(!wildcard.matches("badexample.org", 443));
+    }
+}

@@ -1,0 +1,192 @@
+//! A plugin that misbehaves on purpose, for the host's tests and benchmarks. Never shipped.
+//!
+//! Each tool is one way a third-party plugin can go wrong or attack the host: spin forever,
+//! allocate without end, recurse without end, panic, return 100 MB, read files outside its
+//! grant, read environment variables it was not given, reach a host it was not granted. The
+//! tests check that each ends in a clear error for the model and that the next call works.
+//! `noop` and `count_calls` measure and prove the fresh-instance-per-call model.
+//! `describe` also offers two invalid tools, which the host must skip by name.
+
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "plugin",
+    });
+}
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bindings::agent::tool::types::{CallContext, ToolError, ToolHints, ToolSpec};
+use bindings::exports::agent::tool::tool::Guest;
+use serde_json::Value;
+
+struct Hostile;
+
+/// Calls served by this instance; a fresh instance per call always says 1.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+fn tool(name: &str, description: &str, properties: &str) -> ToolSpec {
+    ToolSpec {
+        name: name.into(),
+        description: description.into(),
+        input_schema: format!(r#"{{"type":"object","properties":{{{properties}}}}}"#),
+        hints: ToolHints::empty(),
+    }
+}
+
+impl Guest for Hostile {
+    fn describe() -> Vec<ToolSpec> {
+        let mut tools = vec![
+            tool("noop", "Return an empty string at once.", ""),
+            tool(
+                "count_calls",
+                "Say how many calls this instance has served.",
+                "",
+            ),
+            tool("spin", "Loop forever.", ""),
+            tool(
+                "sleep",
+                "Block in a host call (a WASI sleep) for `ms` milliseconds.",
+                r#""ms":{"type":"integer"}"#,
+            ),
+            tool(
+                "allocate",
+                "Allocate `mib` MiB, touching every page.",
+                r#""mib":{"type":"integer"}"#,
+            ),
+            tool("recurse", "Recurse without end.", ""),
+            tool("panic", "Panic with a message.", ""),
+            tool(
+                "flood",
+                "Return a text of `mib` MiB.",
+                r#""mib":{"type":"integer"}"#,
+            ),
+            tool(
+                "read_path",
+                "Read a file at any path, with no checks of its own.",
+                r#""path":{"type":"string"}"#,
+            ),
+            tool(
+                "list_dir",
+                "List a directory at any path, with no checks of its own.",
+                r#""path":{"type":"string"}"#,
+            ),
+            tool(
+                "write_path",
+                "Write a file at any path, with no checks of its own.",
+                r#""path":{"type":"string"},"content":{"type":"string"}"#,
+            ),
+            tool(
+                "env",
+                "Read an environment variable.",
+                r#""name":{"type":"string"}"#,
+            ),
+            tool(
+                "fetch",
+                "HTTP GET a URL's host and path.",
+                r#""scheme":{"type":"string"},"authority":{"type":"string"},"path":{"type":"string"}"#,
+            ),
+        ];
+        // Two tools the host must refuse, by name, while loading the rest.
+        tools.push(tool("bad name!", "An invalid tool name.", ""));
+        tools.push(ToolSpec {
+            name: "string_schema".into(),
+            description: "A schema that is not an object schema.".into(),
+            input_schema: r#"{"type":"string"}"#.into(),
+            hints: ToolHints::empty(),
+        });
+        tools
+    }
+
+    fn call(name: String, input: String, _context: CallContext) -> Result<String, ToolError> {
+        let input: Value =
+            serde_json::from_str(&input).map_err(|e| ToolError::InvalidInput(e.to_string()))?;
+        let number = |key: &str| input[key].as_u64().unwrap_or(0);
+        let text = |key: &str| input[key].as_str().unwrap_or_default().to_string();
+        match name.as_str() {
+            "noop" => Ok(String::new()),
+            "count_calls" => Ok((CALLS.fetch_add(1, Ordering::SeqCst) + 1).to_string()),
+            "spin" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_millis(number("ms")));
+                Ok("slept".into())
+            }
+            "allocate" => {
+                let mut blocks: Vec<Vec<u8>> = Vec::new();
+                for _ in 0..number("mib") {
+                    blocks.push(vec![1u8; 1 << 20]);
+                }
+                Ok(format!("allocated {} MiB", blocks.len()))
+            }
+            "recurse" => Ok(recurse(1).to_string()),
+            "panic" => panic!("the hostile plugin panicked on purpose"),
+            "flood" => Ok("x".repeat((number("mib") as usize) << 20)),
+            "read_path" => {
+                std::fs::read_to_string(text("path")).map_err(|e| ToolError::Io(e.to_string()))
+            }
+            "list_dir" => std::fs::read_dir(text("path"))
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| {
+                            e.ok().map(|e| e.file_name().to_string_lossy().into_owned())
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .map_err(|e| ToolError::Io(e.to_string())),
+            "write_path" => std::fs::write(text("path"), text("content"))
+                .map(|()| "written".into())
+                .map_err(|e| ToolError::Io(e.to_string())),
+            "env" => std::env::var(text("name")).map_err(|e| ToolError::NotFound(e.to_string())),
+            "fetch" => fetch(&text("scheme"), &text("authority"), &text("path")),
+            other => Err(ToolError::InvalidInput(format!("unknown tool `{other}`"))),
+        }
+    }
+}
+
+/// Recursion the optimizer cannot turn into a loop; ends only in a stack overflow.
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 32]);
+    recurse(depth + 1) + frame[depth as usize % 32]
+}
+
+/// One GET over wasi:http; the host decides whether it may leave.
+fn fetch(scheme: &str, authority: &str, path: &str) -> Result<String, ToolError> {
+    use wasip2::http::types::{Fields, Method, OutgoingRequest, Scheme};
+    let request = OutgoingRequest::new(Fields::new());
+    let scheme = if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    let fail = |what: &str| ToolError::Internal(format!("bad {what}"));
+    request
+        .set_method(&Method::Get)
+        .map_err(|()| fail("method"))?;
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| fail("scheme"))?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| fail("authority"))?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|()| fail("path"))?;
+    let pending = wasip2::http::outgoing_handler::handle(request, None)
+        .map_err(|e| ToolError::PermissionDenied(format!("request failed: {e:?}")))?;
+    pending.subscribe().block();
+    let response = pending
+        .get()
+        .ok_or_else(|| fail("response"))?
+        .map_err(|()| fail("response"))?
+        .map_err(|e| ToolError::PermissionDenied(format!("request failed: {e:?}")))?;
+    Ok(format!("HTTP {}", response.status()))
+}
+
+bindings::export!(Hostile with_types_in bindings);
