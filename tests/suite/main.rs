@@ -8,6 +8,8 @@ mod background;
 mod background_control;
 mod file_tools;
 mod harness_selftest;
+mod hostile;
 mod model_api;
+mod plugins;
 mod repl;
 mod sandbox;

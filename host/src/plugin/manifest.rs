@@ -202,7 +202,7 @@ impl Grants {
             Access::None
         }
 
-        let manifest: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
+        let manifest: Manifest = toml::from_str(text).map_err(|e| one_line(&e, text))?;
         let mut dirs = Vec::new();
         for entry in manifest.dir {
             if !entry.path.is_absolute() {
@@ -239,6 +239,20 @@ impl Grants {
             env: manifest.env,
             network,
         })
+    }
+}
+
+/// A TOML error as one line (`line 3, column 13: unknown variant ...`): the library's
+/// own rendering spans several lines with a source excerpt.
+fn one_line(error: &toml::de::Error, text: &str) -> String {
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", error.message().trim())
+        }
+        None => error.message().trim().to_string(),
     }
 }
 

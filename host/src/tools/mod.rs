@@ -97,8 +97,9 @@ pub struct ToolRegistry {
 }
 
 impl ToolRegistry {
-    /// Registers the native tools, then each plugin's tools. A plugin tool whose name is
-    /// taken is refused with an error naming both sources; the rest still register.
+    /// Registers the native tools, then each plugin's tools. Plugin tools whose names are
+    /// taken are refused with one problem per plugin naming both sources; the rest still
+    /// register.
     pub fn new(native: NativeTools, plugins: Arc<PluginHost>) -> (ToolRegistry, Vec<String>) {
         let mut registry = ToolRegistry {
             specs: Vec::new(),
@@ -113,22 +114,43 @@ impl ToolRegistry {
                 .expect("the native tools' schemas are valid");
         }
         for (index, plugin) in plugins.plugins().iter().enumerate() {
+            // Tool names already taken, grouped by who has them, for one message each.
+            let mut clashes: Vec<(String, Vec<&str>)> = Vec::new();
             for spec in &plugin.tools {
+                if let Some((owner, _)) = registry.handlers.get(&spec.name) {
+                    let owner = match *owner {
+                        Handler::Native => "the agent itself".to_string(),
+                        Handler::Plugin(i) => plugins.plugins()[i].source.to_string(),
+                    };
+                    match clashes.iter_mut().find(|(o, _)| *o == owner) {
+                        Some((_, names)) => names.push(&spec.name),
+                        None => clashes.push((owner, vec![&spec.name])),
+                    }
+                    continue;
+                }
                 if let Err(problem) = registry.add(spec.clone(), Handler::Plugin(index)) {
                     problems.push(format!("{}: {problem}; the tool is skipped", plugin.source));
                 }
+            }
+            for (owner, names) in clashes {
+                let list = names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                problems.push(format!(
+                    "{}: {} {list} {} already provided by {owner}; skipped",
+                    plugin.source,
+                    if names.len() == 1 { "tool" } else { "tools" },
+                    if names.len() == 1 { "is" } else { "are" },
+                ));
             }
         }
         (registry, problems)
     }
 
+    /// Registers a tool whose name is free.
     fn add(&mut self, spec: ToolSpec, handler: Handler) -> Result<(), String> {
-        if self.handlers.contains_key(&spec.name) {
-            return Err(format!(
-                "tool `{}` is already provided by another tool",
-                spec.name
-            ));
-        }
         let validator = jsonschema::validator_for(&spec.input_schema).map_err(|e| {
             format!(
                 "tool `{}`: the input schema is not a valid JSON Schema: {e}",

@@ -54,7 +54,16 @@ impl Guest for Hostile {
                 "Allocate `mib` MiB, touching every page.",
                 r#""mib":{"type":"integer"}"#,
             ),
-            tool("recurse", "Recurse without end.", ""),
+            tool(
+                "recurse",
+                "Recurse without end, with big frames (on the shadow stack).",
+                "",
+            ),
+            tool(
+                "recurse_small",
+                "Recurse very deep with small frames (on the wasm stack).",
+                "",
+            ),
             tool("panic", "Panic with a message.", ""),
             tool(
                 "flood",
@@ -124,6 +133,7 @@ impl Guest for Hostile {
                 Ok(format!("allocated {} MiB", blocks.len()))
             }
             "recurse" => Ok(recurse(1).to_string()),
+            "recurse_small" => Ok(recurse_small(u64::MAX).to_string()),
             "panic" => panic!("the hostile plugin panicked on purpose"),
             "flood" => Ok("x".repeat((number("mib") as usize) << 20)),
             "read_path" => {
@@ -154,6 +164,16 @@ impl Guest for Hostile {
 fn recurse(depth: u64) -> u64 {
     let frame = std::hint::black_box([depth; 32]);
     recurse(depth + 1) + frame[depth as usize % 32]
+}
+
+/// Recursion whose frames live in wasm locals only, so it exhausts the engine's wasm stack
+/// (rotate is not commutative, so the optimizer cannot turn it into a loop).
+#[inline(never)]
+fn recurse_small(n: u64) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    recurse_small(n - 1).rotate_left(3) ^ n
 }
 
 /// One GET over wasi:http; the host decides whether it may leave.

@@ -6,6 +6,8 @@
 //!   protocol rules (in `protocol.rs`).
 //! - [`TestEnv`], [`agent`], [`run`], [`spawn`] and [`processes_with_marker`]
 //!   (in `process.rs`) run the real `agent` binary against such a server.
+//! - [`plugins`] finds the plugin components the build made and installs them
+//!   where the agent discovers them.
 //!
 //! Typical use:
 //!
@@ -25,6 +27,7 @@
 //! Test modules use subsets of this API, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod plugins;
 mod process;
 mod protocol;
 mod reply;
