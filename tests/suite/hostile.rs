@@ -81,10 +81,10 @@ fn runaway_plugins_cost_one_failed_call_and_the_host_keeps_working() {
     expect(2, "memory limit");
     expect(2, "67108864");
     // Rust keeps big frames on a shadow stack in linear memory: running off its end is an
-    // out-of-bounds access; running out of the wasm call stack is a stack overflow.
+    // out-of-bounds access; running out of the wasm call stack is "call stack exhausted".
     expect(3, "the plugin crashed");
     assert!(
-        results[3].0.contains("out of bounds") || results[3].0.contains("stack overflow"),
+        results[3].0.contains("out of bounds") || results[3].0.contains("call stack exhausted"),
         "{}",
         results[3].0
     );
@@ -95,6 +95,7 @@ fn runaway_plugins_cost_one_failed_call_and_the_host_keeps_working() {
         ("allocated 8 MiB".to_string(), false),
         "under the limit works"
     );
+    expect(6, "call stack exhausted");
 }
 
 #[test]
