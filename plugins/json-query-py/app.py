@@ -95,7 +95,7 @@ class Tool(exports.Tool):
                 raise ToolFailure(ToolError_InvalidInput(f"unknown tool `{name}`"))
             return json_query(json.loads(input), context)
         except ToolFailure as failure:
-            raise Err(failure.error)
+            raise Err(failure.error) from None
 
 
 def json_query(args: dict, context: CallContext) -> str:
@@ -123,13 +123,12 @@ def resolve_path(path: str, workspace: str) -> str:
     if not path:
         raise ToolFailure(ToolError_InvalidInput("`path` is empty"))
     if os.path.isabs(path):
-        inside = os.path.normpath(path)
-        root = workspace.rstrip("/") or "/"
-        if inside != root and not inside.startswith(root.rstrip("/") + "/"):
+        absolute, root = os.path.normpath(path), os.path.normpath(workspace)
+        if os.path.commonpath([absolute, root]) != root:
             raise ToolFailure(
                 ToolError_PermissionDenied(f"{path} is outside the workspace {workspace}")
             )
-        return inside
+        return absolute
     relative = os.path.normpath(path)
     if relative == ".." or relative.startswith("../"):
         raise ToolFailure(

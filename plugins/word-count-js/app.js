@@ -76,6 +76,9 @@ export const tool = {
     }
     try {
       const { text } = JSON.parse(input);
+      if (typeof text !== 'string') {
+        throw new ToolError('invalid-input', '`text` must be a string');
+      }
       log('debug', `word_count ${context.callId}: ${text.length} UTF-16 code units`);
       return JSON.stringify(wordCount(text));
     } catch (error) {
@@ -87,7 +90,7 @@ export const tool = {
 };
 
 function wordCount(text) {
-  if (typeof text !== 'string' || text.length === 0) {
+  if (text.length === 0) {
     throw new ToolError('invalid-input', '`text` is empty: give the text to count');
   }
   const bytes = new TextEncoder().encode(text).length;
