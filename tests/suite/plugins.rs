@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::plugins::{built, http_server, install, install_in};
+use crate::support::plugins::{built, example, http_server, install, install_in};
 use crate::support::{ModelServer, Reply, RunResult, TestEnv, agent, one_shot, run, tool_use};
 
 /// `agent plugins ARGS...` in `env` (no model is needed; the server is never called).
@@ -243,4 +243,79 @@ fn plugins_check_passes_a_good_plugin_and_fails_a_broken_one() {
     let out = plugins_command(&env, &["check", "/nonexistent/x.wasm"]);
     assert_eq!(out.code(), Some(1), "{out}");
     assert!(out.stdout.contains("no such file"), "{out}");
+}
+
+#[test]
+fn the_python_and_javascript_examples_answer_the_model() {
+    let env = TestEnv::new();
+    env.write(
+        "Cargo.json",
+        r#"{"dependencies": {"serde": {"version": "1.0.228"}}, "items": [{"name": "first"}]}"#,
+    );
+    let manifest = std::fs::read_to_string(example("json-query.toml")).unwrap();
+    install(
+        &env,
+        &example("json-query.wasm"),
+        "json-query",
+        Some(&manifest),
+    );
+    install(&env, &example("word-count.wasm"), "word-count", None);
+    let server = ModelServer::start(vec![
+        Reply::tools(vec![
+            tool_use(
+                "py1",
+                "json_query",
+                json!({"path": "Cargo.json", "query": "dependencies.serde.version"}),
+            ),
+            tool_use(
+                "py2",
+                "json_query",
+                json!({"path": "Cargo.json", "query": "dependencies.tokio"}),
+            ),
+            tool_use(
+                "py3",
+                "json_query",
+                json!({"path": "/etc/passwd", "query": ""}),
+            ),
+            tool_use(
+                "js1",
+                "word_count",
+                json!({"text": "the cat and the hat\nthe end"}),
+            ),
+            tool_use("js2", "word_count", json!({"text": ""})),
+        ]),
+        Reply::text("done"),
+    ]);
+    let out = one_shot(&env, &server, "use the examples");
+    out.assert_success();
+    let results = server.requests()[1].tool_results();
+    let said = |id: &str| results.iter().find(|r| r.0 == id).cloned().unwrap();
+
+    assert_eq!(
+        (said("py1").1.as_str(), said("py1").2),
+        ("\"1.0.228\"", false)
+    );
+    assert!(said("py2").2, "{:?}", said("py2"));
+    assert!(
+        said("py2").1.contains("not found") && said("py2").1.contains("serde"),
+        "{:?}",
+        said("py2")
+    );
+    assert!(
+        said("py3").2 && said("py3").1.contains("permission denied"),
+        "{:?}",
+        said("py3")
+    );
+    assert!(!said("py3").1.contains("root:"));
+
+    assert!(!said("js1").2, "{:?}", said("js1"));
+    let counts: Value = serde_json::from_str(&said("js1").1).unwrap();
+    assert_eq!(counts["lines"], 2);
+    assert_eq!(counts["words"], 7);
+    assert_eq!(counts["top_words"][0], json!(["the", 3]));
+    assert!(
+        said("js2").2 && said("js2").1.contains("invalid input"),
+        "{:?}",
+        said("js2")
+    );
 }

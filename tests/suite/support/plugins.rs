@@ -3,6 +3,8 @@
 //! manifest, where the agent discovers it.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 
 use super::process::TestEnv;
 
@@ -11,6 +13,34 @@ pub fn built(stem: &str) -> PathBuf {
     let path = Path::new(env!("AGENT_PLUGIN_BUILD_DIR")).join(format!("{stem}.wasm"));
     assert!(path.is_file(), "{} was not built", path.display());
     path
+}
+
+/// A Python or JavaScript example component (`json-query.wasm`, `word-count.wasm`, or a
+/// manifest beside them), built by `scripts/build-example-plugins` into
+/// `target/example-plugins` once per test run; the script rebuilds only what is stale.
+pub fn example(file: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let out = root.join("target/example-plugins");
+        let output = Command::new(root.join("scripts/build-example-plugins"))
+            .arg(&out)
+            .output()
+            .map_err(|e| format!("running scripts/build-example-plugins: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "scripts/build-example-plugins failed ({}):\n{}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(out)
+    });
+    match dir {
+        Ok(dir) => dir.join(file),
+        Err(message) => panic!("{message}"),
+    }
 }
 
 /// Copies `component` to `dir/NAME.wasm`, with `NAME.toml` holding `manifest` if given.
