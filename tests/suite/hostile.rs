@@ -99,6 +99,33 @@ fn runaway_plugins_cost_one_failed_call_and_the_host_keeps_working() {
 }
 
 #[test]
+fn a_plugin_blocked_on_a_fifo_is_stopped_at_its_time_limit() {
+    let env = TestEnv::new();
+    let fifo = env.path("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    install(
+        &env,
+        &built("hostile"),
+        "hostile",
+        Some("workspace = \"read-only\"\n"),
+    );
+    let results = run_hostile(
+        &env,
+        &[("read_path", json!({"path": "pipe"}))],
+        &["--plugin-timeout", "1"],
+    );
+    let (text, is_error) = &results[0];
+    assert!(
+        *is_error && text.contains("did not finish within 1s"),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_100_mb_answer_is_cut_to_the_output_limit_with_a_marker() {
     let env = TestEnv::new();
     install(&env, &built("hostile"), "hostile", None);
