@@ -18,8 +18,7 @@ use crate::plugin::discovery::{self, Found, Origin};
 use crate::plugin::manifest::Grants;
 use crate::plugin::{LoadedPlugin, PluginHost, PluginSource};
 use crate::render::OutputFormat;
-use crate::tools::ToolSpec;
-use crate::tools::native::NativeTools;
+use crate::tools::{ToolSpec, name_clashes};
 
 /// The built-in file tools component, built from `plugins/fs-tools` by the build script.
 const FS_TOOLS_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fs_tools.wasm"));
@@ -75,7 +74,8 @@ async fn load_one(config: &Config, file: &Path) -> Result<(PluginHost, usize, Ve
 pub async fn run(command: &PluginsCommand, config: &Config) -> Result<bool> {
     match command {
         PluginsCommand::List => {
-            let (host, problems) = load_plugins(config).await?;
+            let (host, mut problems) = load_plugins(config).await?;
+            problems.extend(name_clashes(host.plugins()).into_iter().map(|(_, p)| p));
             let report = json!({
                 "pooling_allocator": host.pooling(),
                 "plugins": host.plugins().iter().map(plugin_json).collect::<Vec<_>>(),
@@ -97,7 +97,12 @@ pub async fn run(command: &PluginsCommand, config: &Config) -> Result<bool> {
         PluginsCommand::Check { file } => {
             let (tools, problems) = match load_one(config, file).await {
                 Ok((host, index, mut problems)) => {
-                    problems.extend(name_clashes(&host, index));
+                    problems.extend(
+                        name_clashes(host.plugins())
+                            .into_iter()
+                            .filter(|(loser, _)| *loser == index)
+                            .map(|(_, problem)| problem),
+                    );
                     (Some(host.plugins()[index].tools.len()), problems)
                 }
                 Err(error) => (None, vec![format!("{error:#}")]),
@@ -128,38 +133,6 @@ pub async fn run(command: &PluginsCommand, config: &Config) -> Result<bool> {
             Ok(ok)
         }
     }
-}
-
-/// Tool names of plugin `index` that the agent itself or an earlier plugin already uses:
-/// those tools would be skipped in a real run.
-fn name_clashes(host: &PluginHost, index: usize) -> Vec<String> {
-    let taken: Vec<(String, String)> = NativeTools::specs()
-        .into_iter()
-        .map(|spec| (spec.name, "the agent itself".to_string()))
-        .chain(host.plugins()[..index].iter().flat_map(|p| {
-            p.tools.iter().map(|t| {
-                (
-                    t.name.clone(),
-                    format!("the {} plugin `{}`", p.source, p.name),
-                )
-            })
-        }))
-        .collect();
-    host.plugins()[index]
-        .tools
-        .iter()
-        .filter_map(|tool| {
-            taken
-                .iter()
-                .find(|(name, _)| *name == tool.name)
-                .map(|(_, owner)| {
-                    format!(
-                        "tool `{}` is already provided by {owner}; it would be skipped",
-                        tool.name
-                    )
-                })
-        })
-        .collect()
 }
 
 fn plugin_json(plugin: &LoadedPlugin) -> Value {

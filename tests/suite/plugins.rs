@@ -158,9 +158,14 @@ fn plugins_list_shows_each_plugin_its_tools_and_grants() {
         "fetch_url",
         Some("network = [\"example.com\"]\n"),
     );
+    install(&env, &built("fetch_url"), "second-copy", None);
     let out = plugins_command(&env, &["list"]);
     out.assert_success();
     assert!(out.stdout.contains("fs-tools (built-in"), "{out}");
+    assert!(
+        out.stdout.contains("second-copy.wasm: tool `fetch_url` is already provided by"),
+        "{out}"
+    );
     assert!(out.stdout.contains("fetch_url (workspace: "), "{out}");
     assert!(out.stdout.contains("network: example.com"), "{out}");
 
@@ -173,7 +178,7 @@ fn plugins_list_shows_each_plugin_its_tools_and_grants() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["fs-tools", "fetch_url"]);
+    assert_eq!(names, ["fs-tools", "fetch_url", "second-copy"]);
     assert_eq!(report["pooling_allocator"], true);
 }
 

@@ -442,8 +442,13 @@ impl PluginHost {
     /// valid tools and what was wrong with the others.
     async fn describe(&self, pre: &PluginPre<CallState>) -> Result<(Vec<ToolSpec>, Vec<String>)> {
         let (mut store, _stderr) = self.new_store(&Grants::none(), &[])?;
-        let instance = pre.instantiate_async(&mut store).await?;
-        let specs = instance.agent_tool_tool().call_describe(&mut store).await?;
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.agent_tool_tool().call_describe(&mut store).await
+        };
+        let specs = tokio::time::timeout(self.limits.time_limit + BLOCKED_GRACE, run)
+            .await
+            .map_err(|_| anyhow!("it did not answer within {:?}", self.limits.time_limit))??;
         let mut tools: Vec<ToolSpec> = Vec::with_capacity(specs.len());
         let mut problems = Vec::new();
         for spec in specs {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use serde_json::Value;
 
-use crate::plugin::PluginHost;
+use crate::plugin::{LoadedPlugin, PluginHost};
 use native::NativeTools;
 
 /// What the host may assume about a tool.
@@ -88,6 +88,48 @@ enum Handler {
     Plugin(usize),
 }
 
+/// The plugin tools that lose their name to an earlier tool: the native tools come first,
+/// then the plugins in load order, and the first to offer a name keeps it. One problem per
+/// plugin and owner, with the index of the plugin that loses.
+pub fn name_clashes(plugins: &[LoadedPlugin]) -> Vec<(usize, String)> {
+    let mut owners: HashMap<String, String> = NativeTools::specs()
+        .into_iter()
+        .map(|spec| (spec.name, "the agent itself".to_string()))
+        .collect();
+    let mut problems = Vec::new();
+    for (index, plugin) in plugins.iter().enumerate() {
+        let mut lost: Vec<(String, Vec<&str>)> = Vec::new();
+        for tool in &plugin.tools {
+            match owners.get(&tool.name) {
+                Some(owner) => match lost.iter_mut().find(|(o, _)| o == owner) {
+                    Some((_, names)) => names.push(&tool.name),
+                    None => lost.push((owner.clone(), vec![&tool.name])),
+                },
+                None => {
+                    owners.insert(tool.name.clone(), plugin.source.to_string());
+                }
+            }
+        }
+        for (owner, names) in lost {
+            let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+            let (noun, verb) = if names.len() == 1 {
+                ("tool", "is")
+            } else {
+                ("tools", "are")
+            };
+            problems.push((
+                index,
+                format!(
+                    "{}: {noun} {} {verb} already provided by {owner}; skipped",
+                    plugin.source,
+                    list.join(", ")
+                ),
+            ));
+        }
+    }
+    problems
+}
+
 /// Every tool by name; built once at start-up.
 pub struct ToolRegistry {
     specs: Vec<ToolSpec>,
@@ -97,9 +139,9 @@ pub struct ToolRegistry {
 }
 
 impl ToolRegistry {
-    /// Registers the native tools, then each plugin's tools. Plugin tools whose names are
-    /// taken are refused with one problem per plugin naming both sources; the rest still
-    /// register.
+    /// Registers the native tools, then each plugin's tools in load order. A plugin tool
+    /// whose name is taken is skipped (see [`name_clashes`] for the problems reported); the
+    /// rest still register.
     pub fn new(native: NativeTools, plugins: Arc<PluginHost>) -> (ToolRegistry, Vec<String>) {
         let mut registry = ToolRegistry {
             specs: Vec::new(),
@@ -107,43 +149,23 @@ impl ToolRegistry {
             native,
             plugins: plugins.clone(),
         };
-        let mut problems = Vec::new();
         for spec in NativeTools::specs() {
             registry
                 .add(spec, Handler::Native)
                 .expect("the native tools' schemas are valid");
         }
+        let mut problems: Vec<String> = name_clashes(plugins.plugins())
+            .into_iter()
+            .map(|(_, problem)| problem)
+            .collect();
         for (index, plugin) in plugins.plugins().iter().enumerate() {
-            // Tool names already taken, grouped by who has them, for one message each.
-            let mut clashes: Vec<(String, Vec<&str>)> = Vec::new();
             for spec in &plugin.tools {
-                if let Some((owner, _)) = registry.handlers.get(&spec.name) {
-                    let owner = match *owner {
-                        Handler::Native => "the agent itself".to_string(),
-                        Handler::Plugin(i) => plugins.plugins()[i].source.to_string(),
-                    };
-                    match clashes.iter_mut().find(|(o, _)| *o == owner) {
-                        Some((_, names)) => names.push(&spec.name),
-                        None => clashes.push((owner, vec![&spec.name])),
-                    }
+                if registry.handlers.contains_key(&spec.name) {
                     continue;
                 }
                 if let Err(problem) = registry.add(spec.clone(), Handler::Plugin(index)) {
                     problems.push(format!("{}: {problem}; the tool is skipped", plugin.source));
                 }
-            }
-            for (owner, names) in clashes {
-                let list = names
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                problems.push(format!(
-                    "{}: {} {list} {} already provided by {owner}; skipped",
-                    plugin.source,
-                    if names.len() == 1 { "tool" } else { "tools" },
-                    if names.len() == 1 { "is" } else { "are" },
-                ));
             }
         }
         (registry, problems)
