@@ -74,7 +74,7 @@ pub struct PluginLimits {
     /// Time budget of one call: running wasm is interrupted by the epoch deadline, a call
     /// blocked in a host function is dropped.
     pub time_limit: Duration,
-    /// Largest linear memory one instance may grow to, in bytes.
+    /// The most linear memory one call may use, all its memories together, in bytes.
     pub memory_bytes: usize,
     /// Longest text a call may return; longer output is cut with a marker.
     pub output_bytes: usize,
@@ -193,7 +193,10 @@ impl WasiHttpHooks for NetworkGate {
 /// an abort with no reason given, going over the limit stops the call with an error that
 /// says so.
 struct MemoryLimiter {
+    /// The most bytes all linear memories of the call may hold together.
     limit: usize,
+    /// Bytes the call's memories hold now.
+    used: usize,
 }
 
 /// Raised inside the store when a plugin asks for more memory than its limit.
@@ -207,17 +210,19 @@ struct MemoryLimitExceeded {
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
+        let wanted = self.used.saturating_sub(current) + desired;
+        if wanted > self.limit {
             return Err(MemoryLimitExceeded {
-                wanted: desired,
+                wanted,
                 limit: self.limit,
             }
             .into());
         }
+        self.used = wanted;
         Ok(true)
     }
 
@@ -504,6 +509,7 @@ impl PluginHost {
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
                 limit: self.limits.memory_bytes,
+                used: 0,
             },
             logs: Vec::new(),
         };
