@@ -92,4 +92,11 @@ pub enum PluginsCommand {
         /// The component file (`NAME.wasm`; its manifest is `NAME.toml` beside it).
         file: PathBuf,
     },
+    /// Approve what the manifest of a plugin that came with the workspace asks beyond the
+    /// workspace (directories, environment variables, hosts). The approval holds until the
+    /// component or its manifest changes.
+    Trust {
+        /// The component file (`NAME.wasm`, with `NAME.toml` beside it).
+        file: PathBuf,
+    },
 }

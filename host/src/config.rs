@@ -50,6 +50,8 @@ pub struct Config {
     /// Plugin files named with `--plugin`, loaded after those in `plugin_dirs`.
     pub plugin_files: Vec<PathBuf>,
     pub plugin_limits: PluginLimits,
+    /// Approvals of what workspace plugins' manifests ask beyond the workspace.
+    pub trusted_plugins: PathBuf,
 }
 
 /// Model settings before the API key is required (plugin commands need no key).
@@ -185,6 +187,7 @@ impl Config {
             cache_dir,
             plugin_dirs,
             plugin_files: cli.plugins.clone(),
+            trusted_plugins: state_dir.join("trusted-plugins"),
             plugin_limits: PluginLimits {
                 time_limit: Duration::from_secs(cli.plugin_timeout),
                 memory_bytes: (cli.plugin_memory as usize) << 20,

@@ -16,6 +16,7 @@ use crate::cli::PluginsCommand;
 use crate::config::Config;
 use crate::plugin::discovery::{self, Found, Origin};
 use crate::plugin::manifest::Grants;
+use crate::plugin::trust::TrustStore;
 use crate::plugin::{LoadedPlugin, PluginHost, PluginSource};
 use crate::render::OutputFormat;
 use crate::tools::{ToolSpec, name_clashes};
@@ -28,8 +29,9 @@ const FS_TOOLS_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fs_t
 pub async fn load_plugins(config: &Config) -> Result<(PluginHost, Vec<String>)> {
     let mut host = new_host(config).await?;
     let (found, mut problems) = discovery::discover(&config.plugin_dirs, &config.plugin_files);
+    let trust = TrustStore::new(config.trusted_plugins.clone());
     for file in &found {
-        match host.load_file(file).await {
+        match host.load_file(file, &trust).await {
             Ok(loaded) => problems.extend(loaded.problems),
             Err(error) => problems.push(format!("{error:#}; the plugin is skipped")),
         }
@@ -65,7 +67,9 @@ async fn load_one(config: &Config, file: &Path) -> Result<(PluginHost, usize, Ve
         path: file.to_path_buf(),
         origin: Origin::CommandLine,
     };
-    let loaded = host.load_file(&found).await?;
+    let loaded = host
+        .load_file(&found, &TrustStore::new(config.trusted_plugins.clone()))
+        .await?;
     Ok((host, loaded.index, loaded.problems))
 }
 
@@ -92,6 +96,30 @@ pub async fn run(command: &PluginsCommand, config: &Config) -> Result<bool> {
             report["imports"] = json!(plugin.imports);
             report["problems"] = json!(problems);
             print(config.output, &report, || inspect_text(plugin, &report));
+            Ok(true)
+        }
+        PluginsCommand::Trust { file } => {
+            let (grants, manifest) = Grants::for_component(file).map_err(anyhow::Error::msg)?;
+            let Some(manifest) = manifest else {
+                anyhow::bail!(
+                    "{} has no manifest beside it, so it asks for nothing to approve",
+                    file.display()
+                );
+            };
+            TrustStore::new(config.trusted_plugins.clone()).trust(file, &manifest)?;
+            let report = json!({
+                "file": file.display().to_string(),
+                "manifest": manifest.display().to_string(),
+                "grants": grants.describe(),
+            });
+            print(config.output, &report, || {
+                format!(
+                    "trusted {} with {}: {}\n",
+                    file.display(),
+                    manifest.display(),
+                    grants.describe().join("; ")
+                )
+            });
             Ok(true)
         }
         PluginsCommand::Check { file } => {

@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::plugins::{built, http_server, install};
+use crate::support::plugins::{built, http_server, install, plugins_command};
 use crate::support::{ModelServer, Reply, TestEnv, agent, run, tool_use};
 
 /// Runs one scripted turn: the model calls `calls` (each followed by `count_calls`, which
@@ -239,7 +239,8 @@ fn a_manifest_grants_exactly_what_it_names() {
          [[dir]]\npath = \"{}\"\naccess = \"read-only\"\n",
         shared_dir.display()
     );
-    install(&env, &built("hostile"), "hostile", Some(&manifest));
+    let file = install(&env, &built("hostile"), "hostile", Some(&manifest));
+    plugins_command(&env, &["trust", file.to_str().unwrap()]).assert_success();
     let ws = env.workspace.path().canonicalize().unwrap();
     let depth = ws.components().count() - 1;
     let climb = format!(

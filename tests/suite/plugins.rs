@@ -6,16 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::plugins::{built, example, http_server, install, install_in};
-use crate::support::{ModelServer, Reply, RunResult, TestEnv, agent, one_shot, run, tool_use};
-
-/// `agent plugins ARGS...` in `env` (no model is needed; the server is never called).
-fn plugins_command(env: &TestEnv, args: &[&str]) -> RunResult {
-    let server = ModelServer::start(vec![]);
-    let mut cmd = agent(env, &server);
-    cmd.arg("plugins").args(args);
-    run(cmd, Duration::from_secs(60))
-}
+use crate::support::plugins::{built, example, http_server, install, install_in, plugins_command};
+use crate::support::{ModelServer, Reply, TestEnv, agent, one_shot, run, tool_use};
 
 #[test]
 fn plugins_from_every_place_are_offered_and_broken_ones_are_named() {
@@ -103,8 +95,8 @@ fn fetch_url_reaches_the_granted_host_and_only_that_one() {
     let env = TestEnv::new();
     let allowed = http_server("hello from the granted host");
     let other = http_server("SHOULD NOT BE READ");
-    install(
-        &env,
+    install_in(
+        &env.config.path().join("plugins"),
         &built("fetch_url"),
         "fetch_url",
         Some(&format!("network = [\"{allowed}\"]\n")),
@@ -163,7 +155,8 @@ fn plugins_list_shows_each_plugin_its_tools_and_grants() {
     out.assert_success();
     assert!(out.stdout.contains("fs-tools (built-in"), "{out}");
     assert!(
-        out.stdout.contains("second-copy.wasm: tool `fetch_url` is already provided by"),
+        out.stdout
+            .contains("second-copy.wasm: tool `fetch_url` is already provided by"),
         "{out}"
     );
     assert!(out.stdout.contains("fetch_url (workspace: "), "{out}");
@@ -323,4 +316,53 @@ fn the_python_and_javascript_examples_answer_the_model() {
         "{:?}",
         said("js2")
     );
+}
+
+#[test]
+fn a_workspace_plugin_gets_more_than_the_workspace_only_once_trusted() {
+    let env = TestEnv::new();
+    let host = http_server("reached");
+    let file = install(
+        &env,
+        &built("fetch_url"),
+        "fetch_url",
+        Some(&format!("network = [\"{host}\"]\n")),
+    );
+    let fetch = |id: &str| tool_use(id, "fetch_url", json!({"url": format!("http://{host}/")}));
+    let run_once = |id: &str| {
+        let server = ModelServer::start(vec![Reply::tools(vec![fetch(id)]), Reply::text("done")]);
+        let out = one_shot(&env, &server, "fetch");
+        out.assert_success();
+        let result = server.requests()[1].tool_results().remove(0);
+        (result.1, result.2, out.stderr)
+    };
+
+    let (text, is_error, warnings) = run_once("before");
+    assert!(is_error && text.contains("permission denied"), "{text}");
+    assert!(
+        warnings.contains(&format!("network: {host}) is withheld")),
+        "{warnings}"
+    );
+    assert!(warnings.contains("agent plugins trust"), "{warnings}");
+
+    let out = plugins_command(&env, &["trust", file.to_str().unwrap()]);
+    out.assert_success();
+    assert!(out.stdout.contains(&format!("network: {host}")), "{out}");
+    let (text, is_error, warnings) = run_once("trusted");
+    assert_eq!(
+        (text.as_str(), is_error),
+        ("HTTP 200\n\nreached", false),
+        "{warnings}"
+    );
+    assert!(!warnings.contains("withheld"), "{warnings}");
+
+    // A changed manifest is a new request: withheld again until trusted again.
+    std::fs::write(
+        file.with_extension("toml"),
+        format!("network = [\"{host}\", \"example.com\"]\n"),
+    )
+    .unwrap();
+    let (text, is_error, warnings) = run_once("changed");
+    assert!(is_error && text.contains("permission denied"), "{text}");
+    assert!(warnings.contains("withheld"), "{warnings}");
 }

@@ -136,6 +136,19 @@ impl Grants {
         }
     }
 
+    /// Whether anything beyond the workspace is granted: directories, variables, hosts.
+    pub fn beyond_workspace(&self) -> bool {
+        !(self.dirs.is_empty() && self.env.is_empty() && self.network.is_empty())
+    }
+
+    /// The same workspace access, and nothing beyond it.
+    pub fn workspace_only(&self) -> Grants {
+        Grants {
+            workspace: self.workspace,
+            ..Grants::none()
+        }
+    }
+
     /// One line per grant, for `plugins list` and `plugins inspect`.
     pub fn describe(&self) -> Vec<String> {
         let mut lines = vec![format!("workspace: {}", self.workspace)];

@@ -21,6 +21,7 @@
 pub mod cache;
 pub mod discovery;
 pub mod manifest;
+pub mod trust;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -425,12 +426,37 @@ impl PluginHost {
     }
 
     /// Loads a discovered plugin file, with the grants of the manifest beside it. The
-    /// plugin is named after the file.
-    pub async fn load_file(&mut self, found: &discovery::Found) -> Result<Loaded> {
+    /// plugin is named after the file. A plugin that came with the workspace gets what its
+    /// manifest asks beyond the workspace only once `trust` approves it (see [`trust`]);
+    /// until then a problem says what was withheld and how to approve it.
+    pub async fn load_file(
+        &mut self,
+        found: &discovery::Found,
+        trust: &trust::TrustStore,
+    ) -> Result<Loaded> {
         let path = &found.path;
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let (grants, manifest) = Grants::for_component(path).map_err(|e| anyhow!(e))?;
+        let (mut grants, manifest) = Grants::for_component(path).map_err(|e| anyhow!(e))?;
+        let mut withheld = None;
+        if let Some(manifest) = &manifest
+            && found.origin == discovery::Origin::Workspace
+            && grants.beyond_workspace()
+            && !trust.is_trusted(&bytes, manifest)
+        {
+            let asked: Vec<String> = grants
+                .describe()
+                .into_iter()
+                .filter(|line| !line.starts_with("workspace:") && !line.ends_with(": none"))
+                .collect();
+            withheld = Some(format!(
+                "{}: this plugin came with the workspace, so what its manifest asks beyond the workspace ({}) is withheld; if you trust it, run `agent plugins trust {}`",
+                path.display(),
+                asked.join("; "),
+                path.display()
+            ));
+            grants = grants.workspace_only();
+        }
         let name = path
             .file_stem()
             .map(|stem| stem.to_string_lossy().into_owned())
@@ -440,7 +466,9 @@ impl PluginHost {
             origin: found.origin,
             manifest,
         };
-        self.load(&name, source, &bytes, grants).await
+        let mut loaded = self.load(&name, source, &bytes, grants).await?;
+        loaded.problems.extend(withheld);
+        Ok(loaded)
     }
 
     /// Asks a component for its tools, in an instance that is granted nothing. Returns the

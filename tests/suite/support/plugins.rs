@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use super::process::TestEnv;
+use super::process::{RunResult, TestEnv, agent, run};
+use super::server::ModelServer;
 
 /// A Rust component built by the host's build script, by file stem (`hostile`, ...).
 pub fn built(stem: &str) -> PathBuf {
@@ -72,4 +73,12 @@ pub fn http_server(body: &'static str) -> String {
         }
     });
     address
+}
+
+/// `agent plugins ARGS...` in `env` (no model is needed; the server is never called).
+pub fn plugins_command(env: &TestEnv, args: &[&str]) -> RunResult {
+    let server = ModelServer::start(vec![]);
+    let mut cmd = agent(env, &server);
+    cmd.arg("plugins").args(args);
+    run(cmd, std::time::Duration::from_secs(60))
 }
