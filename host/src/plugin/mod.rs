@@ -375,6 +375,19 @@ impl PluginHost {
             .cache
             .load(&self.engine, bytes)
             .with_context(|| format!("{source} is not a valid WebAssembly component"))?;
+        self.link(name, source, component, cache, grants).await
+    }
+
+    /// Checks a compiled component against our WIT, links it, asks it for its tools and
+    /// keeps it.
+    async fn link(
+        &mut self,
+        name: &str,
+        source: PluginSource,
+        component: Component,
+        cache: CacheOutcome,
+        grants: Grants,
+    ) -> Result<Loaded> {
         let imports =
             check_wit_version(&self.engine, &component).with_context(|| format!("{source}"))?;
         let instance_pre = self
@@ -435,14 +448,15 @@ impl PluginHost {
         trust: &trust::TrustStore,
     ) -> Result<Loaded> {
         let path = &found.path;
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let (mut grants, manifest) = Grants::for_component(path).map_err(|e| anyhow!(e))?;
+        let (component, cache) = self.cache.load_file(&self.engine, path, |bytes| {
+            check_component_header(bytes).with_context(|| path.display().to_string())
+        })?;
         let mut withheld = None;
         if let Some(manifest) = &manifest
             && found.origin == discovery::Origin::Workspace
             && grants.beyond_workspace()
-            && !trust.is_trusted(&bytes, manifest)
+            && !std::fs::read(path).is_ok_and(|bytes| trust.is_trusted(&bytes, manifest))
         {
             let asked: Vec<String> = grants
                 .describe()
@@ -466,7 +480,7 @@ impl PluginHost {
             origin: found.origin,
             manifest,
         };
-        let mut loaded = self.load(&name, source, &bytes, grants).await?;
+        let mut loaded = self.link(&name, source, component, cache, grants).await?;
         loaded.problems.extend(withheld);
         Ok(loaded)
     }
