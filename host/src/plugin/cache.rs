@@ -186,7 +186,7 @@ mod tests {
         let cache = ComponentCache::new(Some(dir.path().join("cache")));
         let engine = Engine::default();
         let reads = std::cell::Cell::new(0);
-        let mut load = || {
+        let load = || {
             cache
                 .load_file(&engine, &file, |_| {
                     reads.set(reads.get() + 1);
@@ -197,7 +197,11 @@ mod tests {
         };
 
         assert_eq!((load(), reads.get()), (CacheOutcome::Miss, 1));
-        assert_eq!((load(), reads.get()), (CacheOutcome::Hit, 1), "not read again");
+        assert_eq!(
+            (load(), reads.get()),
+            (CacheOutcome::Hit, 1),
+            "not read again"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(&file, EMPTY_COMPONENT).unwrap();
         assert_eq!(
