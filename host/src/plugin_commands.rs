@@ -110,7 +110,7 @@ pub async fn run(command: &PluginsCommand, config: &Config) -> Result<bool> {
             let report = json!({
                 "file": file.display().to_string(),
                 "manifest": manifest.display().to_string(),
-                "grants": grants.describe(),
+                "grants": grants_json(&grants),
             });
             print(config.output, &report, || {
                 format!(
@@ -181,9 +181,21 @@ fn plugin_json(plugin: &LoadedPlugin) -> Value {
         "origin": origin,
         "path": path,
         "manifest": manifest,
-        "grants": plugin.grants.describe(),
+        "grants": grants_json(&plugin.grants),
         "cache": format!("{:?}", plugin.cache).to_lowercase(),
         "tools": plugin.tools.iter().map(tool_json).collect::<Vec<_>>(),
+    })
+}
+
+fn grants_json(grants: &Grants) -> Value {
+    json!({
+        "workspace": grants.workspace.to_string(),
+        "dirs": grants.dirs.iter().map(|d| json!({
+            "path": d.path.display().to_string(),
+            "access": d.access.to_string(),
+        })).collect::<Vec<_>>(),
+        "env": grants.env,
+        "network": grants.network.iter().map(ToString::to_string).collect::<Vec<_>>(),
     })
 }
 

@@ -160,7 +160,10 @@ fn plugins_list_shows_each_plugin_its_tools_and_grants() {
         "{out}"
     );
     assert!(out.stdout.contains("fetch_url (workspace: "), "{out}");
-    assert!(out.stdout.contains("network: example.com"), "{out}");
+    assert!(
+        out.stdout.contains("(network: example.com) is withheld"),
+        "{out}"
+    );
 
     let out = plugins_command(&env, &["list", "--output", "json"]);
     out.assert_success();
@@ -172,6 +175,18 @@ fn plugins_list_shows_each_plugin_its_tools_and_grants() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["fs-tools", "fetch_url", "second-copy"]);
+    // The plugin came with the workspace and is not trusted: its network grant is withheld.
+    assert_eq!(
+        report["plugins"][1]["grants"],
+        json!({"workspace": "none", "dirs": [], "env": [], "network": []})
+    );
+    assert!(
+        report["problems"]
+            .to_string()
+            .contains("(network: example.com) is withheld"),
+        "{report}"
+    );
+    assert_eq!(report["plugins"][0]["grants"]["workspace"], "read-write");
     assert_eq!(report["pooling_allocator"], true);
 }
 
