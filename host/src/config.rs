@@ -41,6 +41,8 @@ pub struct Config {
     pub max_background: usize,
     /// Per-run directory of background task logs (outside the workspace).
     pub task_log_dir: PathBuf,
+    /// Where plugins' `host.log` lines go: `plugins.log` in the per-run directory.
+    pub plugin_log: PathBuf,
     /// The REPL's line history, kept in the state directory.
     pub history_file: PathBuf,
     /// Compiled-component cache, `None` when no cache directory can be found.
@@ -182,7 +184,8 @@ impl Config {
             bash_timeout: Duration::from_secs(cli.bash_timeout),
             background_timeout: Duration::from_secs(cli.background_timeout),
             max_background: cli.max_background,
-            task_log_dir: state_dir.join("tasks").join(run_id),
+            task_log_dir: state_dir.join("tasks").join(&run_id),
+            plugin_log: state_dir.join("tasks").join(&run_id).join("plugins.log"),
             history_file: state_dir.join("repl-history"),
             cache_dir,
             plugin_dirs,

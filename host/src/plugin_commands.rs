@@ -46,6 +46,7 @@ async fn new_host(config: &Config) -> Result<PluginHost> {
         config.cache_dir.clone(),
         config.plugin_limits.clone(),
     )?;
+    host.log_to(config.plugin_log.clone());
     host.load(
         "fs-tools",
         PluginSource::BuiltIn,

@@ -139,6 +139,17 @@ fn fetch_url_reaches_the_granted_host_and_only_that_one() {
         "{:?}",
         results[2]
     );
+
+    // What the plugin logged went to the run's plugins.log, not to the model or terminal.
+    let runs = std::fs::read_dir(env.state.path().join("tasks")).unwrap();
+    let run_dir = runs.map(|e| e.unwrap().path()).next().unwrap();
+    let log = std::fs::read_to_string(run_dir.join("plugins.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "fetch_url fetch_url ok debug: GET http://{allowed}/page"
+        )),
+        "{log}"
+    );
 }
 
 #[test]

@@ -146,7 +146,14 @@ impl bindings::agent::tool::host::Host for CallState {
     fn log(&mut self, level: LogLevel, message: String) {
         const MAX_LOG_LINES: usize = 1000;
         if self.logs.len() < MAX_LOG_LINES {
-            self.logs.push(format!("{level:?}: {message}"));
+            let level = match level {
+                LogLevel::Debug => "debug",
+                LogLevel::Info => "info",
+                LogLevel::Warn => "warn",
+                LogLevel::Error => "error",
+            };
+            let message = message.replace('\n', " ");
+            self.logs.push(format!("{level}: {message}"));
         }
     }
 }
@@ -316,6 +323,8 @@ pub struct PluginHost {
     workspace: PathBuf,
     plugins: Vec<LoadedPlugin>,
     pooling: bool,
+    /// Where the lines plugins send to `host.log` go, if anywhere.
+    log_file: Option<PathBuf>,
     _ticker: EpochTicker,
 }
 
@@ -346,7 +355,14 @@ impl PluginHost {
             workspace: workspace.to_path_buf(),
             plugins: Vec::new(),
             pooling,
+            log_file: None,
         })
+    }
+
+    /// Appends the lines plugins log (the `host.log` import) to `file`, one line each with
+    /// the time, plugin, tool and call id. Without it they are dropped.
+    pub fn log_to(&mut self, file: PathBuf) {
+        self.log_file = Some(file);
     }
 
     pub fn plugins(&self) -> &[LoadedPlugin] {
@@ -601,6 +617,7 @@ impl PluginHost {
         };
         let result = tokio::time::timeout(self.limits.time_limit + BLOCKED_GRACE, run).await;
         let refused = std::mem::take(&mut store.data_mut().network.refused);
+        self.write_log(plugin, tool, call_id, &store.data().logs);
         let result = match result {
             Err(_elapsed) => Err(CallError::Timeout(self.limits.time_limit)),
             Ok(Ok(Ok(text))) => Ok(cap_output(text, self.limits.output_bytes)),
@@ -608,6 +625,36 @@ impl PluginHost {
             Ok(Err(error)) => Err(self.trap_error(error.into(), &stderr)),
         };
         result.map_err(|error| with_refused_hosts(error, &refused))
+    }
+
+    /// Appends a call's log lines to the log file. Logging is best effort: a log that
+    /// cannot be written never fails the call.
+    fn write_log(&self, plugin: &LoadedPlugin, tool: &str, call_id: &str, lines: &[String]) {
+        let Some(file) = &self.log_file else { return };
+        if lines.is_empty() {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut text = String::new();
+        for line in lines {
+            text.push_str(&format!(
+                "{}.{:03} {} {tool} {call_id} {line}\n",
+                now.as_secs(),
+                now.subsec_millis(),
+                plugin.name
+            ));
+        }
+        if let Some(dir) = file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        use std::io::Write;
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .and_then(|mut f| f.write_all(text.as_bytes()));
     }
 
     fn trap_error(&self, error: anyhow::Error, stderr: &MemoryOutputPipe) -> CallError {
