@@ -10,10 +10,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::cli::PluginsCommand;
 use crate::config::Config;
+use crate::plugin::cache::sha256_hex;
 use crate::plugin::discovery::{self, Found, Origin};
 use crate::plugin::manifest::Grants;
 use crate::plugin::trust::TrustStore;
@@ -93,7 +93,7 @@ pub async fn run(command: &PluginsCommand, config: &Config) -> Result<bool> {
             let (host, index, problems) = load_one(config, file).await?;
             let plugin = &host.plugins()[index];
             let mut report = plugin_json(plugin);
-            report["sha256"] = json!(sha256_hex(file)?);
+            report["sha256"] = json!(file_sha256(file)?);
             report["imports"] = json!(plugin.imports);
             report["problems"] = json!(problems);
             print(config.output, &report, || inspect_text(plugin, &report));
@@ -292,12 +292,9 @@ fn print(format: OutputFormat, report: &Value, text: impl FnOnce() -> String) {
     }
 }
 
-fn sha256_hex(file: &Path) -> Result<String> {
+fn file_sha256(file: &Path) -> Result<String> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    Ok(Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(sha256_hex(&bytes))
 }
 
 fn first_line(text: &str) -> &str {

@@ -141,25 +141,33 @@ fn file_key(engine: &Engine, path: &Path) -> Option<String> {
     ] {
         hasher.update(n.to_le_bytes());
     }
-    let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-    engine
-        .precompile_compatibility_hash()
-        .hash(&mut engine_hash);
-    hasher.update(engine_hash.finish().to_le_bytes());
-    Some(
-        hasher.finalize()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    )
+    hasher.update(engine_tag(engine).as_bytes());
+    Some(hex(&hasher.finalize()[..16]))
 }
 
 fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
+    format!(
+        "{}-{}",
+        hex(&Sha256::digest(bytes)[..16]),
+        engine_tag(engine)
+    )
+}
+
+/// The engine's compatibility hash (wasmtime version and code-changing settings), part of
+/// every key, so code compiled by another engine is never loaded.
+fn engine_tag(engine: &Engine) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}-{:016x}", hasher.finish())
+    format!("{:016x}", hasher.finish())
+}
+
+/// The SHA-256 of `bytes` in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes atomically (temporary file, then rename), so a reader never sees half a file.

@@ -13,8 +13,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::cache::sha256_hex;
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
 
 /// The approvals file.
 #[derive(Debug, Clone)]
@@ -62,13 +62,7 @@ impl TrustStore {
 }
 
 fn pin(component: &[u8], manifest: &[u8]) -> String {
-    let hex = |bytes: &[u8]| -> String {
-        Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
-    format!("{} {}", hex(component), hex(manifest))
+    format!("{} {}", sha256_hex(component), sha256_hex(manifest))
 }
 
 #[cfg(test)]
