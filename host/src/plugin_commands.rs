@@ -60,10 +60,10 @@ async fn new_host(config: &Config) -> Result<PluginHost> {
 
 /// The built-ins plus one file, as `inspect` and `check` see it.
 async fn load_one(config: &Config, file: &Path) -> Result<(PluginHost, usize, Vec<String>)> {
-    let mut host = new_host(config).await?;
     if !file.is_file() {
         anyhow::bail!("{}: no such file", file.display());
     }
+    let mut host = new_host(config).await?;
     let found = Found {
         path: file.to_path_buf(),
         origin: Origin::CommandLine,

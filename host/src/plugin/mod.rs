@@ -66,7 +66,8 @@ const STDERR_CAPTURE: usize = 16 * 1024;
 /// How long a call may stay blocked inside the host (a sleep, an HTTP request) past its
 /// time limit before it is dropped; running wasm is stopped by the epoch deadline instead.
 const BLOCKED_GRACE: Duration = Duration::from_millis(500);
-/// Instances the pooling allocator keeps slots for; more concurrent calls than this wait.
+/// Component instances the pooling allocator keeps slots for; a call beyond this many at
+/// once fails to instantiate (calls run one at a time today).
 const POOL_INSTANCES: u32 = 100;
 
 /// Bounds applied to every plugin call.
@@ -163,7 +164,7 @@ impl bindings::agent::tool::types::Host for CallState {}
 /// Lets outgoing HTTP requests through only to the hosts of the plugin's network grant,
 /// and remembers the ones it refused so the error can name them.
 struct NetworkGate {
-    allowed: Arc<[HostPattern]>,
+    allowed: Vec<HostPattern>,
     refused: Vec<String>,
 }
 
@@ -509,7 +510,7 @@ impl PluginHost {
             let instance = pre.instantiate_async(&mut store).await?;
             instance.agent_tool_tool().call_describe(&mut store).await
         };
-        let specs = tokio::time::timeout(self.limits.time_limit + BLOCKED_GRACE, run)
+        let specs = tokio::time::timeout(self.call_deadline(), run)
             .await
             .map_err(|_| anyhow!("it did not answer within {:?}", self.limits.time_limit))??;
         let mut tools: Vec<ToolSpec> = Vec::with_capacity(specs.len());
@@ -524,6 +525,12 @@ impl PluginHost {
             }
         }
         Ok((tools, problems))
+    }
+
+    /// How long a describe or call may take in all before it is dropped: the time limit,
+    /// plus a grace for a call blocked in the host to notice the epoch deadline first.
+    fn call_deadline(&self) -> Duration {
+        self.limits.time_limit + BLOCKED_GRACE
     }
 
     fn new_store(
@@ -561,7 +568,7 @@ impl PluginHost {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             network: NetworkGate {
-                allowed: grants.network.clone().into(),
+                allowed: grants.network.clone(),
                 refused: Vec::new(),
             },
             table: ResourceTable::new(),
@@ -615,7 +622,7 @@ impl PluginHost {
                 .call_call(&mut store, tool, input, &context)
                 .await
         };
-        let result = tokio::time::timeout(self.limits.time_limit + BLOCKED_GRACE, run).await;
+        let result = tokio::time::timeout(self.call_deadline(), run).await;
         let refused = std::mem::take(&mut store.data_mut().network.refused);
         self.write_log(plugin, tool, call_id, &store.data().logs);
         let result = match result {
