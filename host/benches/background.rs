@@ -18,6 +18,7 @@ fn manager(max_running: usize, state: &std::path::Path) -> BackgroundManager {
         workspace: std::env::temp_dir(),
         log_dir: state.to_path_buf(),
         max_running,
+        max_tasks: usize::MAX,
     })
 }
 

@@ -35,6 +35,7 @@ struct ShutdownGuard(BackgroundManager);
 impl Drop for ShutdownGuard {
     fn drop(&mut self) {
         self.0.kill_all_now();
+        crate::process::kill_orphans_now();
     }
 }
 
@@ -52,11 +53,13 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let client =
         AnthropicClient::new(config.model.require_key()?).context("creating the HTTP client")?;
     let (plugins, plugin_problems) = load_plugins(&config).await?;
+    crate::process::spawn_orphan_reaper();
 
     let background = BackgroundManager::new(BackgroundConfig {
         workspace: config.workspace.clone(),
         log_dir: config.task_log_dir.clone(),
         max_running: config.max_background,
+        max_tasks: config.max_tasks,
     });
     let _guard = ShutdownGuard(background.clone());
     let renderer = Renderer::new(
@@ -88,6 +91,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         None => crate::repl::run(&mut agent, &background, renderer.clone(), &config).await,
     };
     background.shutdown().await;
+    // Whatever left its group (`setsid daemon &`) was re-parented to the agent: end it.
+    crate::process::end_orphans(crate::process::KILL_GRACE).await;
     renderer.idle();
     outcome
 }

@@ -17,6 +17,7 @@ use std::io::Write;
 use tokio::sync::{Notify, Semaphore, broadcast, oneshot};
 
 use crate::output::HeadTail;
+use crate::private_fs;
 use crate::process::{self, Ending, ExitKind};
 
 /// Output kept in memory per task for `check_background`.
@@ -65,6 +66,9 @@ pub struct BackgroundConfig {
     pub log_dir: PathBuf,
     /// How many tasks may run at once; more wait, queued, and start in order.
     pub max_running: usize,
+    /// How many tasks one session may start in all; more are refused, so one model
+    /// answer cannot start thousands of processes.
+    pub max_tasks: usize,
 }
 
 /// What the model is told when a task ends; one per task.
@@ -142,10 +146,34 @@ struct Task {
     duration: Option<Duration>,
     timeout: Duration,
     pgid: Option<i32>,
-    output: Arc<Mutex<HeadTail>>,
+    output: TaskOutput,
     log_path: PathBuf,
     note: Option<String>,
     kill: Option<oneshot::Sender<()>>,
+}
+
+/// What memory holds of a task's output: while it runs and until the model has its
+/// result, the head and tail the runner captures; once delivered, only the notification's
+/// shorter head and tail (the whole output stays in the log on disk).
+enum TaskOutput {
+    Live(Arc<Mutex<HeadTail>>),
+    Delivered { summary: String, total: u64 },
+}
+
+impl TaskOutput {
+    fn render(&self) -> String {
+        match self {
+            TaskOutput::Live(output) => output.lock().unwrap().render(),
+            TaskOutput::Delivered { summary, .. } => summary.clone(),
+        }
+    }
+
+    fn total(&self) -> u64 {
+        match self {
+            TaskOutput::Live(output) => output.lock().unwrap().total(),
+            TaskOutput::Delivered { total, .. } => *total,
+        }
+    }
 }
 
 /// A snapshot of one task, for `check_background` and the REPL's `/tasks`.
@@ -181,6 +209,11 @@ pub enum BackgroundError {
     /// Returned by `kill` and `info` for an id that names no task.
     #[error("no background task with id {0}")]
     UnknownTask(String),
+    /// Returned by `start` when the session has started `limit` tasks already.
+    #[error(
+        "refused: this session has already started {limit} background tasks, the most it may (the user can raise the limit with --max-tasks); wait for running tasks to finish, or run the command with bash"
+    )]
+    TooManyTasks { limit: usize },
     /// Returned by `start` when the log file cannot be created.
     #[error("cannot create the task log {path}: {source}")]
     Log {
@@ -280,22 +313,27 @@ impl BackgroundManager {
     pub fn start(&self, command: &str, timeout: Duration) -> Result<String, BackgroundError> {
         let key = {
             let mut next = self.shared.next_id.lock().unwrap();
+            let limit = self.shared.config.max_tasks;
+            if *next > limit as u64 {
+                return Err(BackgroundError::TooManyTasks { limit });
+            }
             let key = *next;
             *next += 1;
             key
         };
         let id = task_id(key);
-        std::fs::create_dir_all(&self.shared.config.log_dir).map_err(|source| {
+        private_fs::ensure_private_dir(&self.shared.config.log_dir).map_err(|source| {
             BackgroundError::Log {
                 path: self.shared.config.log_dir.clone(),
                 source,
             }
         })?;
         let log_path = self.shared.config.log_dir.join(format!("{id}.log"));
-        let log = std::fs::File::create(&log_path).map_err(|source| BackgroundError::Log {
-            path: log_path.clone(),
-            source,
-        })?;
+        let log =
+            private_fs::create_private_file(&log_path).map_err(|source| BackgroundError::Log {
+                path: log_path.clone(),
+                source,
+            })?;
         let (kill_tx, kill_rx) = oneshot::channel();
         let output = Arc::new(Mutex::new(HeadTail::with_limit(TASK_OUTPUT_LIMIT)));
         self.shared.tasks.lock().unwrap().insert(
@@ -309,7 +347,7 @@ impl BackgroundManager {
                 duration: None,
                 timeout,
                 pgid: None,
-                output: output.clone(),
+                output: TaskOutput::Live(output.clone()),
                 log_path,
                 note: None,
                 kill: Some(kill_tx),
@@ -445,15 +483,24 @@ impl BackgroundManager {
             task.duration = Some(duration);
             task.note = note.clone();
             task.kill = None;
-            let output = task.output.lock().unwrap();
+            let (output, output_bytes) = match &task.output {
+                TaskOutput::Live(output) => {
+                    let output = output.lock().unwrap();
+                    (
+                        output.render_within(NOTIFICATION_OUTPUT_LIMIT),
+                        output.total(),
+                    )
+                }
+                TaskOutput::Delivered { summary, total } => (summary.clone(), *total),
+            };
             Notification {
                 task_id: task_id(key),
                 command: task.command.clone(),
                 status,
                 exit,
                 duration,
-                output: output.render_within(NOTIFICATION_OUTPUT_LIMIT),
-                output_bytes: output.total(),
+                output,
+                output_bytes,
                 log_path: task.log_path.clone(),
                 note,
             }
@@ -467,9 +514,20 @@ impl BackgroundManager {
         let _ = self.shared.finished.send(notification);
     }
 
-    /// Takes every queued notification; each is returned exactly once.
+    /// Takes every queued notification; each is returned exactly once. A delivered
+    /// task keeps only its notification's head and tail in memory from then on.
     pub fn drain_notifications(&self) -> Vec<Notification> {
-        self.shared.queue.lock().unwrap().drain(..).collect()
+        let drained: Vec<Notification> = self.shared.queue.lock().unwrap().drain(..).collect();
+        let mut tasks = self.shared.tasks.lock().unwrap();
+        for notification in &drained {
+            if let Some(task) = task_key(&notification.task_id).and_then(|k| tasks.get_mut(&k)) {
+                task.output = TaskOutput::Delivered {
+                    summary: notification.output.clone(),
+                    total: notification.output_bytes,
+                };
+            }
+        }
+        drained
     }
 
     /// Whether a task is queued or running, or a notification waits to be drained.
@@ -572,7 +630,6 @@ fn info_of(key: u64, task: &Task) -> TaskInfo {
         (None, Some(s)) => s.elapsed(),
         (None, None) => task.created.elapsed(),
     };
-    let output = task.output.lock().unwrap();
     TaskInfo {
         id: task_id(key),
         command: task.command.clone(),
@@ -580,8 +637,8 @@ fn info_of(key: u64, task: &Task) -> TaskInfo {
         exit: task.exit,
         elapsed,
         timeout: task.timeout,
-        output: output.render(),
-        output_bytes: output.total(),
+        output: task.output.render(),
+        output_bytes: task.output.total(),
         log_path: task.log_path.clone(),
         note: task.note.clone(),
     }

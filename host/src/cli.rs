@@ -52,6 +52,10 @@ pub struct Cli {
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub max_background: usize,
 
+    /// How many background tasks one session may start in all; more are refused.
+    #[arg(long, default_value_t = 300, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tasks: u64,
+
     /// Also load this plugin component (repeatable). Its grants come from NAME.toml
     /// beside it; without one it gets no files, environment or network.
     #[arg(long = "plugin", value_name = "FILE", global = true)]

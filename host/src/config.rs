@@ -20,6 +20,10 @@ pub enum ConfigError {
         "ANTHROPIC_API_KEY is not set: export it, or put ANTHROPIC_API_KEY=... in a .env file in the current directory"
     )]
     MissingApiKey,
+    #[error(
+        "HOME is not set, so there is no private place for the agent's state: set HOME or AGENT_STATE_DIR"
+    )]
+    NoStateDir,
     #[error("the workspace {path} is not a directory you can use: {reason}")]
     Workspace { path: PathBuf, reason: String },
     #[error("{name} must be {what}, not {value:?}")]
@@ -39,6 +43,8 @@ pub struct Config {
     pub bash_timeout: Duration,
     pub background_timeout: Duration,
     pub max_background: usize,
+    /// Background tasks one session may start in all.
+    pub max_tasks: usize,
     /// Per-run directory of background task logs (outside the workspace).
     pub task_log_dir: PathBuf,
     /// Where plugins' `host.log` lines go: `plugins.log` in the per-run directory.
@@ -77,16 +83,6 @@ impl AnthropicConfigDraft {
             max_retries: 4,
             min_retry_delay: Duration::from_secs(1),
         })
-    }
-}
-
-/// Loads `.env` from the current directory, overriding the environment as the seed lesson
-/// does. Call before parsing flags, since flags read environment defaults.
-pub fn load_dotenv() -> Result<(), String> {
-    match dotenvy::dotenv_override() {
-        Ok(_) => Ok(()),
-        Err(e) if e.not_found() => Ok(()),
-        Err(e) => Err(format!("cannot read .env: {e}")),
     }
 }
 
@@ -138,18 +134,14 @@ impl Config {
             });
         }
         let base_url = env("ANTHROPIC_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(ConfigError::Invalid {
-                name: "ANTHROPIC_BASE_URL",
-                what: "an http:// or https:// URL",
-                value: base_url,
-            });
-        }
+        check_base_url(&base_url)?;
+        // No shared fallback (a directory under /tmp another user could have made first):
+        // without a home there is nowhere private to keep logs and trust.
         let state_dir = env("AGENT_STATE_DIR")
             .map(PathBuf::from)
             .or_else(|| env("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("agent")))
             .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".local/state/agent")))
-            .unwrap_or_else(|| std::env::temp_dir().join("agent-state"));
+            .ok_or(ConfigError::NoStateDir)?;
         let run_id = format!(
             "{}-{}",
             std::time::SystemTime::now()
@@ -184,6 +176,7 @@ impl Config {
             bash_timeout: Duration::from_secs(cli.bash_timeout),
             background_timeout: Duration::from_secs(cli.background_timeout),
             max_background: cli.max_background,
+            max_tasks: usize::try_from(cli.max_tasks).unwrap_or(usize::MAX),
             task_log_dir: state_dir.join("tasks").join(&run_id),
             plugin_log: state_dir.join("tasks").join(&run_id).join("plugins.log"),
             history_file: state_dir.join("repl-history"),
@@ -197,6 +190,34 @@ impl Config {
                 ..PluginLimits::default()
             },
         })
+    }
+}
+
+/// A model server gets the API key, so it is reached over https, or over plain http only
+/// on this machine (a local proxy or test server).
+fn check_base_url(base_url: &str) -> Result<(), ConfigError> {
+    let invalid = |what| ConfigError::Invalid {
+        name: "ANTHROPIC_BASE_URL",
+        what,
+        value: base_url.to_string(),
+    };
+    let url = reqwest::Url::parse(base_url).map_err(|_| invalid("an https:// URL"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("a URL without a user name or password in it"));
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(invalid(
+            "an https:// URL (plain http:// is only allowed to localhost, 127.0.0.1 or ::1, since the API key travels with every request)",
+        )),
+        _ => Err(invalid("an https:// URL")),
     }
 }
 

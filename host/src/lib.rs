@@ -3,6 +3,7 @@
 //!
 //! How the pieces fit (data flows one way: CLI -> loop -> (model | tools) -> loop):
 //! - [`cli`] parses flags; [`config`] merges them with the environment into a `Config`;
+//!   [`dotenv`] decides the little a `.env` file may add to that environment;
 //!   [`app`] builds everything from it and runs one-shot or [`repl`] mode.
 //! - [`agent`] is the loop: it owns the conversation, calls the [`model`], runs tools through
 //!   the [`tools`] registry, and injects finished background tasks before each model call.
@@ -11,7 +12,8 @@
 //!   [`plugin_commands`] decides which plugins load and runs `agent plugins ...`.
 //! - [`background`] owns background tasks and their notifications; [`process`] is the one
 //!   place processes are spawned and killed; [`output`] bounds captured output;
-//!   [`tasklog`] pages through task logs.
+//!   [`tasklog`] pages through task logs; [`private_fs`] keeps what the agent stores
+//!   private to the user.
 //! - [`render`] turns events into text or JSON lines: library code never prints;
 //!   [`status`] is its live status line of running tasks.
 
@@ -20,10 +22,12 @@ pub mod app;
 pub mod background;
 pub mod cli;
 pub mod config;
+pub mod dotenv;
 pub mod model;
 pub mod output;
 pub mod plugin;
 pub mod plugin_commands;
+pub mod private_fs;
 pub mod process;
 pub mod render;
 pub mod repl;

@@ -4,14 +4,29 @@ use std::process::ExitCode;
 
 use agent_host::app::{self, Outcome};
 use agent_host::cli::Cli;
-use agent_host::config::{self, ConfigError};
+use agent_host::config::ConfigError;
+use agent_host::{dotenv, process};
 use clap::Parser;
 
 fn main() -> ExitCode {
-    if let Err(message) = config::load_dotenv() {
-        eprintln!("error: {message}");
-        return ExitCode::from(2);
+    // Before flags are parsed, since flags read environment defaults. Still
+    // single-threaded, so setting the environment is sound.
+    if let Ok(cwd) = std::env::current_dir() {
+        let found = dotenv::read(&cwd, |name| {
+            std::env::var_os(name).is_some_and(|value| !value.is_empty())
+        });
+        for warning in &found.warnings {
+            eprintln!("warning: {warning}");
+        }
+        for (name, value) in found.set {
+            // SAFETY: no other thread exists yet.
+            unsafe { std::env::set_var(name, value) };
+        }
     }
+    // No command the model runs may read this process's memory or environment, where
+    // the API key is.
+    // SAFETY: still single-threaded.
+    unsafe { process::protect_host() };
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

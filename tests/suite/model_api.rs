@@ -26,7 +26,10 @@ fn the_key_can_come_from_a_dotenv_file() {
         "ANTHROPIC_API_KEY=from-dotenv\nMODEL_ID=dotenv-model\n",
     );
     let mut cmd = agent(&env, &server);
-    cmd.env_remove("ANTHROPIC_API_KEY").args(["-p", "hi"]);
+    // A .env never overrides the environment, so the variables it sets must be unset.
+    cmd.env_remove("ANTHROPIC_API_KEY")
+        .env_remove("MODEL_ID")
+        .args(["-p", "hi"]);
     let out = run(cmd, Duration::from_secs(30));
     out.assert_success();
     let request = &server.requests()[0];

@@ -279,6 +279,13 @@ pub struct LoadedPlugin {
     pre: PluginPre<CallState>,
 }
 
+impl LoadedPlugin {
+    /// Whether this is one of the agent's own components (embedded in the binary).
+    pub fn is_built_in(&self) -> bool {
+        matches!(self.source, PluginSource::BuiltIn)
+    }
+}
+
 /// What [`PluginHost::load`] made of a component.
 pub struct Loaded {
     pub index: usize,
@@ -368,6 +375,11 @@ impl PluginHost {
 
     pub fn plugins(&self) -> &[LoadedPlugin] {
         &self.plugins
+    }
+
+    /// The workspace every workspace grant names (absolute, canonical).
+    pub fn workspace(&self) -> &Path {
+        &self.workspace
     }
 
     /// Whether instances come from the pooling allocator (false when the machine refused

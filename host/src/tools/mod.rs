@@ -5,6 +5,7 @@
 //! tool, run as a WebAssembly component by the [`crate::plugin`] runtime). The agent loop
 //! only sees [`ToolSpec`]s and [`ToolOutput`]s.
 
+mod file_modes;
 pub mod native;
 
 use std::collections::HashMap;
@@ -221,9 +222,19 @@ impl ToolRegistry {
         match *handler {
             Handler::Native => self.native.call(name, input).await,
             Handler::Plugin(index) => {
+                let kept_mode = (self.plugins.plugins()[index].is_built_in()
+                    && file_modes::REPLACING_TOOLS.contains(&name))
+                .then(|| input["path"].as_str())
+                .flatten()
+                .and_then(|path| file_modes::remember(self.plugins.workspace(), path));
                 let input = input.to_string();
                 match self.plugins.call(index, name, &input, call_id).await {
-                    Ok(text) => ToolOutput::ok(text),
+                    Ok(text) => {
+                        if let Some(kept) = kept_mode {
+                            kept.restore();
+                        }
+                        ToolOutput::ok(text)
+                    }
                     Err(error) => ToolOutput::error(error.to_string()),
                 }
             }

@@ -121,7 +121,7 @@ fn write_file(input: WriteInput, workspace: &str) -> Result<String, ToolError> {
         std::fs::create_dir_all(parent)
             .map_err(|e| fs_error(&input.path, &path, "create the parent directories of", e))?;
     }
-    std::fs::write(&path, input.content.as_bytes())
+    replace_file(&path, input.content.as_bytes(), workspace)
         .map_err(|e| fs_error(&input.path, &path, "write", e))?;
     Ok(format!(
         "Wrote {} bytes to {}",
@@ -153,12 +153,90 @@ fn edit_file(input: EditInput, workspace: &str) -> Result<String, ToolError> {
     edited.push_str(&text[..at]);
     edited.push_str(&input.new_text);
     edited.push_str(&text[at + input.old_text.len()..]);
-    std::fs::write(&path, edited).map_err(|e| fs_error(&input.path, &path, "write", e))?;
+    replace_file(&path, edited.as_bytes(), workspace)
+        .map_err(|e| fs_error(&input.path, &path, "write", e))?;
     let line = text[..at].matches('\n').count() + 1;
     Ok(format!(
         "Edited {} (replaced the text at line {line})",
         input.path
     ))
+}
+
+/// Replaces the file at `path` with `bytes`: written to a new file beside it, then renamed
+/// over it. A crash never leaves half a file, and a name hard-linked to a file elsewhere
+/// gets a new file instead of changing the other one. A symlink (inside the workspace; the
+/// sandbox refuses others) is followed, so the file it points to is replaced, not the
+/// link. WASI cannot set a file's mode: the host keeps the old mode for these tools.
+fn replace_file(path: &Path, bytes: &[u8], workspace: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let target = follow_symlinks(path, workspace)?;
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = target
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidInput, "the path names no file"))?
+        .to_string_lossy();
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let (tmp, mut file) = (0..100)
+        .find_map(|attempt| {
+            let tmp = dir.join(format!(".{name}.{nonce:x}{attempt}.tmp"));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+            {
+                Ok(file) => Some(Ok((tmp, file))),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => None,
+                Err(e) => Some(Err(e)),
+            }
+        })
+        .unwrap_or_else(|| Err(std::io::Error::other("no free temporary file name")))?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    drop(file);
+    let replaced = written.and_then(|()| std::fs::rename(&tmp, &target));
+    if replaced.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    replaced
+}
+
+/// Where `path` leads after following symlinks (at most 40, as the kernel does); a path
+/// that is no symlink, or does not exist yet, is its own target.
+fn follow_symlinks(path: &Path, workspace: &str) -> std::io::Result<PathBuf> {
+    let mut current = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let link = std::fs::read_link(&current)?;
+                current = if link.is_absolute() {
+                    // As for the model's own paths: only the workspace mount, never a
+                    // quiet re-rooting of another absolute path under `.`.
+                    let link = link.to_string_lossy();
+                    resolve(&link, workspace).map_err(|_| {
+                        std::io::Error::new(
+                            ErrorKind::PermissionDenied,
+                            format!(
+                                "{} is a symlink to {link}, outside the workspace",
+                                current.display()
+                            ),
+                        )
+                    })?
+                } else {
+                    current.parent().unwrap_or(Path::new("")).join(link)
+                };
+            }
+            _ => return Ok(current),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "{}: too many levels of symbolic links",
+        path.display()
+    )))
 }
 
 /// The first `limit` lines of `text`, with a marker saying how many were left out.

@@ -1,0 +1,204 @@
+//! The `.env` file: the model settings a project may supply, and nothing else.
+//!
+//! A `.env` lives in a directory the agent works in, and that directory may be a
+//! repository somebody else wrote (or a file the model itself just wrote with
+//! `write_file`). So unlike the usual dotenv loaders (and the seed lesson, which overrides
+//! everything), this one is read as untrusted input:
+//! - only `./.env` in the current directory is read, never a parent's;
+//! - a file not owned by the user, or writable by group or others, is ignored whole;
+//! - only the model settings in [`ALLOWED`] are taken; anything else (`AGENT_CACHE_DIR`,
+//!   `AGENT_CONFIG_DIR`, `PATH`, `LD_PRELOAD`, ...) is refused with a warning naming it;
+//! - a variable the environment already has is never overridden;
+//! - a base URL is taken only together with a key from the same file, so a `.env` can
+//!   never redirect the user's own key to another server.
+//!
+//! The caller applies the result to the process environment before anything reads it.
+
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+/// The variables a `.env` may set: the model settings.
+pub const ALLOWED: &[&str] = &["ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "MODEL_ID"];
+
+/// The key and base URL variables that must come from the same place.
+const KEY: &str = "ANTHROPIC_API_KEY";
+const BASE_URL: &str = "ANTHROPIC_BASE_URL";
+
+/// The largest `.env` read; a bigger one is ignored.
+const MAX_SIZE: u64 = 64 * 1024;
+
+/// What reading `.env` decided.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DotEnv {
+    /// Variables to set, in file order.
+    pub set: Vec<(String, String)>,
+    /// One line per refused variable or problem, for the user.
+    pub warnings: Vec<String>,
+}
+
+/// Reads `dir/.env` and decides what to take from it, given what the environment already
+/// has (`is_set`). A missing file is no problem.
+pub fn read(dir: &Path, is_set: impl Fn(&str) -> bool) -> DotEnv {
+    let path = dir.join(".env");
+    let text = match open_private(&path) {
+        Ok(Some(text)) => text,
+        Ok(None) => return DotEnv::default(),
+        Err(reason) => {
+            return DotEnv {
+                set: Vec::new(),
+                warnings: vec![format!("ignoring ./.env: {reason}")],
+            };
+        }
+    };
+    decide(&text, is_set)
+}
+
+/// The file's text, `None` when there is none, or why it is not read.
+fn open_private(path: &Path) -> Result<Option<String>, String> {
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        // A FIFO or device must not block or feed the agent.
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot open it: {e}")),
+    };
+    // Checked on the open file, so the file read is the file checked.
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read its metadata: {e}"))?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(format!(
+            "it is owned by uid {}, not by you (uid {me})",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "it is writable by {} (mode {:o}); run `chmod go-w .env` if you trust it",
+            if meta.mode() & 0o002 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            },
+            meta.mode() & 0o777
+        ));
+    }
+    if meta.len() > MAX_SIZE {
+        return Err(format!("it is larger than {MAX_SIZE} bytes"));
+    }
+    let mut text = String::new();
+    file.take(MAX_SIZE)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    Ok(Some(text))
+}
+
+/// Applies the rules to the text of a `.env`.
+fn decide(text: &str, is_set: impl Fn(&str) -> bool) -> DotEnv {
+    let mut result = DotEnv::default();
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    for item in dotenvy::from_read_iter(text.as_bytes()) {
+        match item {
+            Ok((name, value)) => wanted.push((name, value)),
+            Err(e) => {
+                let reason = e.to_string();
+                result.warnings.push(format!(
+                    "ignoring the rest of ./.env: {}",
+                    reason.escape_debug()
+                ));
+                break;
+            }
+        }
+    }
+    let key_from_file = wanted.iter().any(|(name, _)| name == KEY) && !is_set(KEY);
+    for (name, value) in wanted {
+        let shown = name.escape_debug();
+        if !ALLOWED.contains(&name.as_str()) {
+            result.warnings.push(format!(
+                "ignoring {shown} in ./.env: a .env may only set {}",
+                ALLOWED.join(", ")
+            ));
+        } else if is_set(&name) {
+            // The user's own environment wins; saying so would be noise.
+        } else if name == BASE_URL && !key_from_file {
+            result.warnings.push(format!(
+                "ignoring {BASE_URL} in ./.env: a .env may only point to another server together with its own {KEY}, never with yours"
+            ));
+        } else if result.set.iter().any(|(set, _)| *set == name) {
+            // dotenv semantics: the first definition wins.
+        } else {
+            result.set.push((name, value));
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_has(names: &'static [&'static str]) -> impl Fn(&str) -> bool {
+        move |name| names.contains(&name)
+    }
+
+    #[test]
+    fn only_model_settings_are_taken_and_the_environment_wins() {
+        let decided = decide(
+            "ANTHROPIC_API_KEY=k\nMODEL_ID=m\nAGENT_CACHE_DIR=/x\nLD_PRELOAD=/y\n",
+            env_has(&["MODEL_ID"]),
+        );
+        assert_eq!(decided.set, vec![("ANTHROPIC_API_KEY".into(), "k".into())]);
+        assert_eq!(decided.warnings.len(), 2, "{:?}", decided.warnings);
+        assert!(decided.warnings[0].contains("AGENT_CACHE_DIR"));
+        assert!(decided.warnings[1].contains("LD_PRELOAD"));
+    }
+
+    #[test]
+    fn a_base_url_needs_a_key_from_the_same_file() {
+        let url = "ANTHROPIC_BASE_URL=https://evil.example\n";
+        let alone = decide(url, env_has(&["ANTHROPIC_API_KEY"]));
+        assert!(alone.set.is_empty());
+        assert!(alone.warnings[0].contains("ANTHROPIC_BASE_URL"));
+
+        let shadowed = decide(
+            &format!("{url}ANTHROPIC_API_KEY=theirs\n"),
+            env_has(&["ANTHROPIC_API_KEY"]),
+        );
+        assert!(
+            shadowed.set.is_empty(),
+            "the user's key is never redirected"
+        );
+
+        let together = decide(&format!("{url}ANTHROPIC_API_KEY=theirs\n"), env_has(&[]));
+        assert_eq!(together.set.len(), 2);
+    }
+
+    #[test]
+    fn a_control_character_in_a_name_is_shown_escaped() {
+        let decided = decide("\"X\x1b[2J\"=1\n", env_has(&[]));
+        assert!(decided.warnings.iter().all(|w| !w.contains('\x1b')));
+    }
+
+    #[test]
+    fn a_group_writable_file_is_ignored() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(&path, "ANTHROPIC_API_KEY=k\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let decided = read(dir.path(), |_| false);
+        assert!(decided.set.is_empty());
+        assert!(decided.warnings[0].contains("writable"), "{decided:?}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read(dir.path(), |_| false).set.len(), 1);
+    }
+}
