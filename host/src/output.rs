@@ -65,23 +65,29 @@ impl HeadTail {
     /// Like [`HeadTail::render`], but shows at most `limit` bytes of the kept output
     /// (half from the head, half from the tail).
     pub fn render_within(&self, limit: usize) -> String {
-        let head = &self.head[..self.head.len().min(limit / 2)];
-        let tail_len = self.tail.len().min(limit - limit / 2);
-        let tail: Vec<u8> = self
-            .tail
-            .iter()
-            .skip(self.tail.len() - tail_len)
-            .copied()
-            .collect();
-        let omitted = self.total - head.len() as u64 - tail.len() as u64;
+        // Head and tail as one run of bytes; when nothing was dropped between them it is
+        // the whole output, and the last bytes shown are its last bytes even if they
+        // never reached the tail buffer.
+        let kept: Vec<u8> = self.head.iter().chain(&self.tail).copied().collect();
+        let whole = kept.len() as u64 == self.total;
+        let (front, back) = if whole {
+            let front = kept.len().min(limit / 2);
+            (front, (kept.len() - front).min(limit - limit / 2))
+        } else {
+            (
+                self.head.len().min(limit / 2),
+                self.tail.len().min(limit - limit / 2),
+            )
+        };
+        let omitted = self.total - front as u64 - back as u64;
         if omitted == 0 {
-            return String::from_utf8_lossy(&[head, &tail[..]].concat()).into_owned();
+            return String::from_utf8_lossy(&kept).into_owned();
         }
         format!(
             "{}\n... [{omitted} bytes of output cut; {} bytes in all] ...\n{}",
-            String::from_utf8_lossy(head),
+            String::from_utf8_lossy(&kept[..front]),
             self.total,
-            String::from_utf8_lossy(&tail)
+            String::from_utf8_lossy(&kept[kept.len() - back..])
         )
     }
 }
@@ -116,6 +122,18 @@ mod tests {
             "{short}"
         );
         assert!(short.contains("15 bytes of output cut"), "{short}");
+    }
+
+    #[test]
+    fn a_short_view_of_output_that_fits_the_head_still_ends_with_its_last_bytes() {
+        let mut out = HeadTail::with_limit(100);
+        out.push(b"0123456789");
+        let short = out.render_within(4);
+        assert!(
+            short.starts_with("01\n") && short.ends_with("\n89"),
+            "{short}"
+        );
+        assert!(short.contains("6 bytes of output cut"), "{short}");
     }
 
     #[test]

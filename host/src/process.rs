@@ -546,3 +546,30 @@ async fn finish(
         lingering,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_groups_that_descend_from_this_process_count_as_ours() {
+        let table = ProcessTable::read();
+        assert!(
+            !table.group_is_ours(1),
+            "init's group is somebody else's, as a reused id would be"
+        );
+        let shell = spawn_shell("sleep 5", Path::new("/")).unwrap();
+        let table = ProcessTable::read();
+        assert!(table.group_is_ours(shell.pgid));
+        assert_eq!(live_processes_in_group(shell.pgid), 1);
+        terminate_group(shell.pgid, Duration::from_secs(1)).await;
+        assert!(!group_alive(shell.pgid) || live_processes_in_group(shell.pgid) == 0);
+    }
+
+    #[test]
+    fn a_stat_line_with_parentheses_in_the_name_parses() {
+        let entry = parse_stat(42, "42 (a) b (c)) S 7 42 42 0 -1").unwrap();
+        assert_eq!((entry.ppid, entry.pgrp, entry.zombie), (7, 42, false));
+        assert!(parse_stat(43, "43 (x) Z 1 43").unwrap().zombie);
+    }
+}
