@@ -98,11 +98,7 @@ pub async fn run(command: &PluginsCommand, config: &Config) -> Result<bool> {
             print(config.output, &report, || inspect_text(plugin, &report));
             Ok(true)
         }
-        PluginsCommand::Trust {
-            file,
-            list,
-            revoke,
-        } => {
+        PluginsCommand::Trust { file, list, revoke } => {
             let store = TrustStore::new(config.trusted_plugins.clone());
             if *list {
                 let approvals = store.list()?;
@@ -360,10 +356,11 @@ async fn trust(config: &Config, store: &TrustStore, file: &Path) -> Result<bool>
             file.with_extension("toml").display()
         );
     };
-    let Some(withheld) = plugin.withheld.as_ref().or(plugin
-        .grants
-        .beyond_workspace()
-        .then_some(&plugin.grants)) else {
+    let Some(withheld) = plugin
+        .withheld
+        .as_ref()
+        .or(plugin.grants.beyond_workspace().then_some(&plugin.grants))
+    else {
         let report = json!({ "file": path, "manifest": manifest.path, "grants": grants_json(&plugin.grants), "trusted": false });
         print(config.output, &report, || {
             format!(

@@ -17,7 +17,12 @@ use crate::support::{ModelServer, Reply, RunResult, TestEnv, agent, one_shot, ru
 
 /// `agent plugins ARGS...` in `env`, with the compiled-code cache in `cache` and the state
 /// (trust store) in `state`.
-fn plugins_with(env: &TestEnv, cache: Option<&Path>, state: Option<&Path>, args: &[&str]) -> RunResult {
+fn plugins_with(
+    env: &TestEnv,
+    cache: Option<&Path>,
+    state: Option<&Path>,
+    args: &[&str],
+) -> RunResult {
     let server = ModelServer::start(vec![]);
     let mut cmd = agent(env, &server);
     if let Some(cache) = cache {
@@ -125,7 +130,8 @@ fn compiled_code_the_user_did_not_write_is_never_loaded() {
     let components = cache.path().join("components");
     let env = TestEnv::new();
     let other = TestEnv::new();
-    let list = |env: &TestEnv| plugins_with(env, Some(cache.path()), None, &["list", "--output", "json"]);
+    let list =
+        |env: &TestEnv| plugins_with(env, Some(cache.path()), None, &["list", "--output", "json"]);
     // The built-ins first, so each later run adds exactly one entry.
     list_json(&list(&TestEnv::new()));
     let real = new_entry(&components, || {
@@ -137,8 +143,6 @@ fn compiled_code_the_user_did_not_write_is_never_loaded() {
         list_json(&list(&other));
     });
     let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
-    assert_eq!(mode(&components), 0o700, "the agent makes its cache private");
-    assert_eq!(mode(&real), 0o600);
     let plant = || std::fs::copy(&hostile, &real).unwrap();
 
     // A cache directory that others can write is not used at all.
@@ -148,7 +152,9 @@ fn compiled_code_the_user_did_not_write_is_never_loaded() {
     assert_eq!(tool_names(plugin(&report, "p")), ["fetch_url"], "{report}");
     assert_eq!(plugin(&report, "p")["cache"], "disabled");
     assert!(
-        report["problems"].to_string().contains("can be written by others"),
+        report["problems"]
+            .to_string()
+            .contains("can be written by others"),
         "{report}"
     );
 
@@ -170,10 +176,18 @@ fn compiled_code_the_user_did_not_write_is_never_loaded() {
         assert_eq!(meta.uid(), std::fs::metadata(&components).unwrap().uid());
     }
 
-    // The cache still works: the replaced entry is a hit.
+    // The cache still works: the replaced entry is a hit; the directory and entries
+    // are private.
     let report = list_json(&list(&env));
     assert_eq!(plugin(&report, "p")["cache"], "hit", "{report}");
-    assert!(report["problems"].as_array().unwrap().is_empty(), "{report}");
+    assert!(
+        report["problems"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+    assert_eq!(mode(&components), 0o700);
+    for entry in entries(&components) {
+        assert_eq!(mode(&entry), 0o600, "{}", entry.display());
+    }
 }
 
 /// Hole 3: the cache index once named a file by path, size, modification time and inode,
@@ -209,9 +223,16 @@ fn the_code_that_runs_is_the_code_that_was_trusted() {
 
     let report = list_json(&plugins_command(&env, &["list", "--output", "json"]));
     let p = plugin(&report, "p");
-    assert_eq!(tool_names(p), ["fetch_url"], "the new file's code runs: {report}");
+    assert_eq!(
+        tool_names(p),
+        ["fetch_url"],
+        "the new file's code runs: {report}"
+    );
     assert_eq!(p["grants"]["env"], json!(["PLANTED_SECRET"]), "{report}");
-    let out = plugins_command(&env, &["inspect", file.to_str().unwrap(), "--output", "json"]);
+    let out = plugins_command(
+        &env,
+        &["inspect", file.to_str().unwrap(), "--output", "json"],
+    );
     out.assert_success();
     let inspected: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(inspected["sha256"], sha256_hex(&benign), "{out}");
@@ -242,9 +263,17 @@ fn a_plugin_name_with_a_newline_cannot_plant_an_approval() {
     let report = list_json(&plugins_command(&env, &["list", "--output", "json"]));
     let hostile = plugin(&report, "hostile");
     assert_eq!(hostile["grants"]["env"], json!([]), "{report}");
-    assert_eq!(hostile["withheld"]["env"], json!(["PLANTED_SECRET"]), "{report}");
+    assert_eq!(
+        hostile["withheld"]["env"],
+        json!(["PLANTED_SECRET"]),
+        "{report}"
+    );
     let benign = plugin(&report, &name);
-    assert_eq!(benign["grants"]["network"], json!(["example.com"]), "{report}");
+    assert_eq!(
+        benign["grants"]["network"],
+        json!(["example.com"]),
+        "{report}"
+    );
 
     let store = env.state.path().join("trusted-plugins");
     let meta = std::fs::metadata(&store).unwrap();
@@ -265,35 +294,72 @@ fn an_approval_holds_in_its_own_workspace_only_and_can_be_listed_and_revoked() {
     let manifest = "network = [\"example.com\"]\n";
     let file = install(&first, &built("fetch_url"), "fetch_url", Some(manifest));
     install(&second, &built("fetch_url"), "fetch_url", Some(manifest));
-    plugins_with(&first, None, Some(state), &["trust", file.to_str().unwrap()]).assert_success();
+    plugins_with(
+        &first,
+        None,
+        Some(state),
+        &["trust", file.to_str().unwrap()],
+    )
+    .assert_success();
 
     let granted = |env: &TestEnv| {
-        let report = list_json(&plugins_with(env, None, Some(state), &["list", "--output", "json"]));
+        let report = list_json(&plugins_with(
+            env,
+            None,
+            Some(state),
+            &["list", "--output", "json"],
+        ));
         plugin(&report, "fetch_url")["grants"]["network"].clone()
     };
     assert_eq!(granted(&first), json!(["example.com"]));
-    assert_eq!(granted(&second), json!([]), "another workspace is not trusted");
+    assert_eq!(
+        granted(&second),
+        json!([]),
+        "another workspace is not trusted"
+    );
 
     let out = plugins_with(&second, None, Some(state), &["trust", "--list"]);
     out.assert_success();
     let workspace = first.workspace.path().canonicalize().unwrap();
-    assert!(out.stdout.contains(&workspace.display().to_string()), "{out}");
+    assert!(
+        out.stdout.contains(&workspace.display().to_string()),
+        "{out}"
+    );
     assert!(out.stdout.contains("network: example.com"), "{out}");
-    let out = plugins_with(&first, None, Some(state), &["trust", "--list", "--output", "json"]);
+    let out = plugins_with(
+        &first,
+        None,
+        Some(state),
+        &["trust", "--list", "--output", "json"],
+    );
     out.assert_success();
     let listed: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(listed["approvals"][0]["workspace"], json!(workspace), "{out}");
+    assert_eq!(
+        listed["approvals"][0]["workspace"],
+        json!(workspace),
+        "{out}"
+    );
     assert_eq!(
         listed["approvals"][0]["plugin"],
         json!(workspace.join(".agent/plugins/fetch_url.wasm")),
         "{out}"
     );
 
-    let out = plugins_with(&first, None, Some(state), &["trust", "--revoke", file.to_str().unwrap()]);
+    let out = plugins_with(
+        &first,
+        None,
+        Some(state),
+        &["trust", "--revoke", file.to_str().unwrap()],
+    );
     out.assert_success();
     assert!(out.stdout.contains("revoked"), "{out}");
     assert_eq!(granted(&first), json!([]));
-    let out = plugins_with(&first, None, Some(state), &["trust", "--revoke", file.to_str().unwrap()]);
+    let out = plugins_with(
+        &first,
+        None,
+        Some(state),
+        &["trust", "--revoke", file.to_str().unwrap()],
+    );
     assert_eq!(out.code(), Some(1), "nothing left to revoke: {out}");
     assert!(out.stderr.contains("no approval"), "{out}");
 }
@@ -321,9 +387,14 @@ fn check_and_inspect_show_what_is_withheld_until_trusted() {
     let path = file.to_str().unwrap();
     let out = plugins_command(&env, &["check", path]);
     out.assert_success();
-    assert!(out.stdout.contains("grants: workspace: none; env: none; network: none"), "{out}");
     assert!(
-        out.stdout.contains("withheld until you run `agent plugins trust")
+        out.stdout
+            .contains("grants: workspace: none; env: none; network: none"),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("withheld until you run `agent plugins trust")
             && out.stdout.contains("env: LANG; network: example.com"),
         "{out}"
     );
@@ -331,7 +402,11 @@ fn check_and_inspect_show_what_is_withheld_until_trusted() {
     let report: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(report["ok"], true, "{out}");
     assert_eq!(report["grants"]["network"], json!([]), "{out}");
-    assert_eq!(report["withheld"]["network"], json!(["example.com"]), "{out}");
+    assert_eq!(
+        report["withheld"]["network"],
+        json!(["example.com"]),
+        "{out}"
+    );
 
     let out = plugins_command(&env, &["inspect", path, "--output", "json"]);
     let report: Value = serde_json::from_str(&out.stdout).unwrap();
@@ -339,7 +414,11 @@ fn check_and_inspect_show_what_is_withheld_until_trusted() {
     assert_eq!(report["grants"]["env"], json!([]), "{out}");
     assert_eq!(report["withheld"]["env"], json!(["LANG"]), "{out}");
     let out = plugins_command(&env, &["inspect", path]);
-    assert!(out.stdout.contains("withheld until you run `agent plugins trust"), "{out}");
+    assert!(
+        out.stdout
+            .contains("withheld until you run `agent plugins trust"),
+        "{out}"
+    );
 
     plugins_command(&env, &["trust", path]).assert_success();
     let out = plugins_command(&env, &["check", path, "--output", "json"]);
@@ -387,5 +466,8 @@ fn the_model_is_told_what_is_withheld_until_trusted() {
         text.contains("withheld until the user approves it with `agent plugins trust"),
         "{text}"
     );
-    assert!(!text.contains("not in its manifest's network grant"), "{text}");
+    assert!(
+        !text.contains("not in its manifest's network grant"),
+        "{text}"
+    );
 }

@@ -391,7 +391,9 @@ mod tests {
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
         let cache = ComponentCache::new(Some(open.clone()));
         assert!(
-            cache.problem().is_some_and(|p| p.contains("written by others")),
+            cache
+                .problem()
+                .is_some_and(|p| p.contains("written by others")),
             "{:?}",
             cache.problem()
         );
@@ -406,16 +408,21 @@ mod tests {
         std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o755)).unwrap();
         let cache = ComponentCache::new(Some(readable.clone()));
         assert!(cache.problem().is_none());
-        assert_eq!(
-            std::fs::metadata(&readable).unwrap().mode() & 0o777,
-            0o700
-        );
+        assert_eq!(std::fs::metadata(&readable).unwrap().mode() & 0o777, 0o700);
     }
 
     #[test]
     fn an_index_entry_cannot_name_a_file_outside_the_cache() {
-        assert!(is_cache_key(&format!("{}-{}", "a".repeat(64), "0".repeat(16))));
-        assert!(!is_cache_key(&format!("{}-{}", "a".repeat(63), "0".repeat(17))));
+        assert!(is_cache_key(&format!(
+            "{}-{}",
+            "a".repeat(64),
+            "0".repeat(16)
+        )));
+        assert!(!is_cache_key(&format!(
+            "{}-{}",
+            "a".repeat(63),
+            "0".repeat(17)
+        )));
         assert!(!is_cache_key(&format!("../../{}", "a".repeat(75))));
         assert!(!is_cache_key(""));
     }

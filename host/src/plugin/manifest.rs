@@ -200,8 +200,9 @@ impl Grants {
         let manifest = wasm.with_extension("toml");
         match std::fs::read(&manifest) {
             Ok(bytes) => {
-                let text = std::str::from_utf8(&bytes)
-                    .map_err(|_| format!("manifest {}: it is not UTF-8 text", manifest.display()))?;
+                let text = std::str::from_utf8(&bytes).map_err(|_| {
+                    format!("manifest {}: it is not UTF-8 text", manifest.display())
+                })?;
                 let grants = Grants::parse(text)
                     .map_err(|e| format!("manifest {}: {e}", manifest.display()))?;
                 Ok((

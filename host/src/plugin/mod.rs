@@ -899,8 +899,10 @@ fn with_refused_hosts(
             })
         })
     };
-    let (held, denied): (Vec<String>, Vec<String>) =
-        refused.iter().cloned().partition(|target| is_withheld(target));
+    let (held, denied): (Vec<String>, Vec<String>) = refused
+        .iter()
+        .cloned()
+        .partition(|target| is_withheld(target));
     let mut note = String::new();
     if !denied.is_empty() {
         note.push_str(&format!(

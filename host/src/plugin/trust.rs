@@ -194,7 +194,8 @@ impl TrustStore {
             version: VERSION,
             approvals,
         };
-        let mut text = serde_json::to_string_pretty(&store).map_err(|e| write_error(e.to_string()))?;
+        let mut text =
+            serde_json::to_string_pretty(&store).map_err(|e| write_error(e.to_string()))?;
         text.push('\n');
         write_private(&self.file, text.as_bytes()).map_err(|e| write_error(format!("{e:#}")))
     }
@@ -255,7 +256,11 @@ mod tests {
 
         store.trust(approval("/ws", "/ws/p.wasm", "c")).unwrap();
         assert!(store.is_trusted(&pin("/ws", "/ws/p.wasm", "c")).unwrap());
-        assert!(!store.is_trusted(&pin("/ws", "/ws/p.wasm", "changed")).unwrap());
+        assert!(
+            !store
+                .is_trusted(&pin("/ws", "/ws/p.wasm", "changed"))
+                .unwrap()
+        );
         assert!(!store.is_trusted(&pin("/other", "/ws/p.wasm", "c")).unwrap());
         assert!(!store.is_trusted(&pin("/ws", "/ws/q.wasm", "c")).unwrap());
 
