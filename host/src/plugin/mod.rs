@@ -517,12 +517,13 @@ impl PluginHost {
                     workspace: Access::None,
                     ..grants.clone()
                 };
-                withheld = Some(format!(
+                let message = format!(
                     "{}: this plugin came with the workspace, so what its manifest asks beyond the workspace ({}) is withheld; if you trust it, run `agent plugins trust {}`{why}",
                     path.display(),
                     beyond.describe_beyond_workspace().join("; "),
                     path.display()
-                ));
+                );
+                withheld = Some((message, beyond));
                 granted = grants.workspace_only();
             }
         }
@@ -536,23 +537,21 @@ impl PluginHost {
             manifest,
         };
         let mut loaded = self.link(&name, source, compiled, granted).await?;
-        if withheld.is_some() {
-            let plugin = &mut self.plugins[loaded.index];
-            let beyond = Grants {
-                workspace: Access::None,
-                ..grants
-            };
+        if let Some((message, beyond)) = withheld {
+            // Withheld variables and directories are otherwise silent absence: tell the
+            // model in every tool description of the plugin.
             let note = format!(
                 "\n\n(Not available yet: this plugin came with the workspace, and what its manifest asks beyond the workspace ({}) is withheld until the user approves it with `agent plugins trust {}`; a call that needs it fails.)",
                 beyond.describe_beyond_workspace().join("; "),
                 path.display()
             );
+            let plugin = &mut self.plugins[loaded.index];
             for tool in &mut plugin.tools {
                 tool.description.push_str(&note);
             }
             plugin.withheld = Some(beyond);
+            loaded.withheld = Some(message);
         }
-        loaded.withheld = withheld;
         Ok(loaded)
     }
 
