@@ -11,7 +11,8 @@
 //! user's choice and need no approval.
 //!
 //! Approvals are kept as JSON in one file in the state directory, written atomically and
-//! privately (0600 in a 0700 directory); every field is matched exactly. A store that
+//! privately (0600 in a 0700 directory), under a lock so that changes made at once are all
+//! kept; every field is matched exactly. A store that
 //! someone else could have written (not the user's, or writable by others) is not read at
 //! all, so nothing is trusted. The line format of earlier versions named no workspace, so
 //! its approvals are not carried over: such a file counts as empty and is replaced on the
@@ -131,6 +132,7 @@ impl TrustStore {
     /// Records `approval`, replacing any earlier approval of the same plugin in the same
     /// workspace (so a changed plugin keeps one entry).
     pub fn trust(&self, approval: Approval) -> Result<(), TrustError> {
+        let _lock = self.lock()?;
         let mut approvals = self.list()?;
         approvals.retain(|a| !(a.workspace == approval.workspace && a.plugin == approval.plugin));
         approvals.push(approval);
@@ -139,6 +141,7 @@ impl TrustStore {
 
     /// Removes every approval of `plugin` (in any workspace); returns how many there were.
     pub fn revoke(&self, plugin: &Path) -> Result<usize, TrustError> {
+        let _lock = self.lock()?;
         let mut approvals = self.list()?;
         let before = approvals.len();
         approvals.retain(|a| a.plugin != plugin);
@@ -182,7 +185,9 @@ impl TrustStore {
         Ok(Some(text))
     }
 
-    fn write(&self, approvals: Vec<Approval>) -> Result<(), TrustError> {
+    /// Holds an exclusive lock on `FILE.lock` until dropped, so that two `trust` or
+    /// `revoke` commands at once do not lose one's change. Creates the private directory.
+    fn lock(&self) -> Result<std::fs::File, TrustError> {
         let write_error = |why: String| TrustError::Write {
             path: self.file.clone(),
             why,
@@ -190,6 +195,25 @@ impl TrustStore {
         if let Some(dir) = self.file.parent() {
             private_dir(dir).map_err(write_error)?;
         }
+        let mut name = self.file.clone().into_os_string();
+        name.push(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&name)
+            .and_then(|file| file.lock().map(|()| file))
+            .map_err(|e| write_error(format!("cannot lock it: {e}")))?;
+        Ok(lock)
+    }
+
+    fn write(&self, approvals: Vec<Approval>) -> Result<(), TrustError> {
+        let write_error = |why: String| TrustError::Write {
+            path: self.file.clone(),
+            why,
+        };
         let store = StoreFile {
             version: VERSION,
             approvals,
@@ -313,5 +337,21 @@ mod tests {
         std::fs::write(&file, "{ not json").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(store.list(), Err(TrustError::Damaged { .. })));
+    }
+
+    #[test]
+    fn approvals_given_at_once_are_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TrustStore::new(dir.path().join("trusted-plugins"));
+        std::thread::scope(|scope| {
+            for i in 0..8 {
+                let store = &store;
+                scope.spawn(move || {
+                    let plugin = format!("/ws/p{i}.wasm");
+                    store.trust(approval("/ws", &plugin, "c")).unwrap();
+                });
+            }
+        });
+        assert_eq!(store.list().unwrap().len(), 8);
     }
 }
