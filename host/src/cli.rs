@@ -97,10 +97,22 @@ pub enum PluginsCommand {
         file: PathBuf,
     },
     /// Approve what the manifest of a plugin that came with the workspace asks beyond the
-    /// workspace (directories, environment variables, hosts). The approval holds until the
-    /// component or its manifest changes.
+    /// workspace (directories, environment variables, hosts). The approval holds for this
+    /// file in this workspace until the component or its manifest changes.
+    #[command(group(
+        clap::ArgGroup::new("action")
+            .required(true)
+            .args(["file", "list", "revoke"])
+    ))]
     Trust {
-        /// The component file (`NAME.wasm`, with `NAME.toml` beside it).
-        file: PathBuf,
+        /// The component file (`NAME.wasm`, with `NAME.toml` beside it) in the workspace's
+        /// `.agent/plugins`.
+        file: Option<PathBuf>,
+        /// List the approvals given, in every workspace.
+        #[arg(long)]
+        list: bool,
+        /// Withdraw the approval of this plugin file.
+        #[arg(long, value_name = "FILE")]
+        revoke: Option<PathBuf>,
     },
 }

@@ -13,11 +13,10 @@ use serde_json::{Value, json};
 
 use crate::cli::PluginsCommand;
 use crate::config::Config;
-use crate::plugin::cache::sha256_hex;
-use crate::plugin::discovery::{self, Found, Origin};
+use crate::plugin::discovery::{self, Origin};
 use crate::plugin::manifest::Grants;
-use crate::plugin::trust::TrustStore;
-use crate::plugin::{LoadedPlugin, PluginHost, PluginSource};
+use crate::plugin::trust::{Approval, TrustStore};
+use crate::plugin::{Loaded, LoadedPlugin, PluginHost, PluginSource};
 use crate::render::OutputFormat;
 use crate::tools::{ToolSpec, name_clashes};
 
@@ -29,10 +28,11 @@ const FS_TOOLS_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fs_t
 pub async fn load_plugins(config: &Config) -> Result<(PluginHost, Vec<String>)> {
     let mut host = new_host(config).await?;
     let (found, mut problems) = discovery::discover(&config.plugin_dirs, &config.plugin_files);
+    problems.extend(host.cache_problem().map(str::to_string));
     let trust = TrustStore::new(config.trusted_plugins.clone());
     for file in &found {
         match host.load_file(file, &trust).await {
-            Ok(loaded) => problems.extend(loaded.problems),
+            Ok(loaded) => problems.extend(loaded.problems.into_iter().chain(loaded.withheld)),
             Err(error) => problems.push(format!("{error:#}; the plugin is skipped")),
         }
     }
@@ -58,20 +58,18 @@ async fn new_host(config: &Config) -> Result<PluginHost> {
     Ok(host)
 }
 
-/// The built-ins plus one file, as `inspect` and `check` see it.
-async fn load_one(config: &Config, file: &Path) -> Result<(PluginHost, usize, Vec<String>)> {
+/// The built-ins plus one file, as `inspect`, `check` and `trust` see it: with the origin
+/// (and so the grants) a run would give it, from where the file is.
+async fn load_one(config: &Config, file: &Path) -> Result<(PluginHost, Loaded)> {
     if !file.is_file() {
         anyhow::bail!("{}: no such file", file.display());
     }
     let mut host = new_host(config).await?;
-    let found = Found {
-        path: file.to_path_buf(),
-        origin: Origin::CommandLine,
-    };
+    let found = discovery::locate(&config.plugin_dirs, file);
     let loaded = host
         .load_file(&found, &TrustStore::new(config.trusted_plugins.clone()))
         .await?;
-    Ok((host, loaded.index, loaded.problems))
+    Ok((host, loaded))
 }
 
 /// Runs an `agent plugins` command. Returns whether it succeeded (`check` fails when it
@@ -90,61 +88,86 @@ pub async fn run(command: &PluginsCommand, config: &Config) -> Result<bool> {
             Ok(true)
         }
         PluginsCommand::Inspect { file } => {
-            let (host, index, problems) = load_one(config, file).await?;
-            let plugin = &host.plugins()[index];
+            let (host, loaded) = load_one(config, file).await?;
+            let plugin = &host.plugins()[loaded.index];
             let mut report = plugin_json(plugin);
-            report["sha256"] = json!(file_sha256(file)?);
+            report["sha256"] = json!(plugin.sha256);
             report["imports"] = json!(plugin.imports);
-            report["problems"] = json!(problems);
+            report["problems"] = json!(loaded.problems);
+            report["warnings"] = json!(host.cache_problem().into_iter().collect::<Vec<_>>());
             print(config.output, &report, || inspect_text(plugin, &report));
             Ok(true)
         }
-        PluginsCommand::Trust { file } => {
-            let (grants, manifest) = Grants::for_component(file).map_err(anyhow::Error::msg)?;
-            let Some(manifest) = manifest else {
-                anyhow::bail!(
-                    "{} has no manifest beside it, so it asks for nothing to approve",
-                    file.display()
-                );
+        PluginsCommand::Trust { file, list, revoke } => {
+            let store = TrustStore::new(config.trusted_plugins.clone());
+            if *list {
+                let approvals = store.list()?;
+                let report = json!({ "approvals": approvals });
+                print(config.output, &report, || approvals_text(&approvals));
+                return Ok(true);
+            }
+            if let Some(file) = revoke {
+                let plugin = discovery::locate(&config.plugin_dirs, file).path;
+                let plugin = std::path::absolute(&plugin).unwrap_or(plugin);
+                let removed = store.revoke(&plugin)?;
+                if removed == 0 {
+                    anyhow::bail!("{}: no approval of this plugin to revoke", plugin.display());
+                }
+                let report = json!({ "revoked": plugin, "approvals": removed });
+                print(config.output, &report, || {
+                    format!(
+                        "revoked the approval of {}; it gets only its workspace access until trusted again\n",
+                        plugin.display()
+                    )
+                });
+                return Ok(true);
+            }
+            let Some(file) = file else {
+                anyhow::bail!("give a plugin FILE, --list or --revoke FILE");
             };
-            TrustStore::new(config.trusted_plugins.clone()).trust(file, &manifest)?;
-            let report = json!({
-                "file": file.display().to_string(),
-                "manifest": manifest.display().to_string(),
-                "grants": grants_json(&grants),
-            });
-            print(config.output, &report, || {
-                format!(
-                    "trusted {} with {}: {}\n",
-                    file.display(),
-                    manifest.display(),
-                    grants.describe().join("; ")
-                )
-            });
-            Ok(true)
+            trust(config, &store, file).await
         }
         PluginsCommand::Check { file } => {
-            let (tools, problems) = match load_one(config, file).await {
-                Ok((host, index, mut problems)) => {
+            let (tools, problems, grants, withheld, warnings) = match load_one(config, file).await {
+                Ok((host, loaded)) => {
+                    let index = loaded.index;
+                    let mut problems = loaded.problems;
                     problems.extend(
                         name_clashes(host.plugins())
                             .into_iter()
                             .filter(|(loser, _)| *loser == index)
                             .map(|(_, problem)| problem),
                     );
-                    (Some(host.plugins()[index].tools.len()), problems)
+                    let plugin = &host.plugins()[index];
+                    (
+                        Some(plugin.tools.len()),
+                        problems,
+                        Some(plugin.grants.clone()),
+                        plugin.withheld.clone(),
+                        host.cache_problem().map(str::to_string),
+                    )
                 }
-                Err(error) => (None, vec![format!("{error:#}")]),
+                Err(error) => (None, vec![format!("{error:#}")], None, None, None),
             };
             let ok = tools.is_some() && problems.is_empty();
             let report = json!({
                 "file": file.display().to_string(),
                 "ok": ok,
                 "tools": tools,
+                "grants": grants.as_ref().map(grants_json),
+                "withheld": withheld.as_ref().map(grants_json),
                 "problems": problems,
+                "warnings": warnings.iter().collect::<Vec<_>>(),
             });
             print(config.output, &report, || {
                 let mut text: String = problems.iter().map(|p| format!("problem: {p}\n")).collect();
+                text.extend(warnings.iter().map(|w| format!("warning: {w}\n")));
+                if let Some(grants) = &grants {
+                    text.push_str(&format!("grants: {}\n", grants.describe().join("; ")));
+                }
+                if let Some(withheld) = &withheld {
+                    text.push_str(&withheld_line(withheld, &file.display()));
+                }
                 text.push_str(&match tools {
                     Some(n) if ok => format!(
                         "ok: {} loads and offers {}\n",
@@ -174,7 +197,7 @@ fn plugin_json(plugin: &LoadedPlugin) -> Value {
         } => (
             Some(path.display().to_string()),
             origin.as_str(),
-            manifest.as_ref().map(|m| m.display().to_string()),
+            manifest.as_ref().map(|m| m.path.display().to_string()),
         ),
     };
     json!({
@@ -183,6 +206,7 @@ fn plugin_json(plugin: &LoadedPlugin) -> Value {
         "path": path,
         "manifest": manifest,
         "grants": grants_json(&plugin.grants),
+        "withheld": plugin.withheld.as_ref().map(grants_json),
         "cache": format!("{:?}", plugin.cache).to_lowercase(),
         "tools": plugin.tools.iter().map(tool_json).collect::<Vec<_>>(),
     })
@@ -234,6 +258,9 @@ fn list_text(host: &PluginHost, problems: &[String]) -> String {
             plugin.cache,
             plugin.grants.describe().join("; ")
         ));
+        if let Some(withheld) = &plugin.withheld {
+            text.push_str(&format!("    {}", withheld_line(withheld, &plugin.source)));
+        }
         for tool in &plugin.tools {
             text.push_str(&format!(
                 "    {:<16} {}\n",
@@ -265,6 +292,15 @@ fn inspect_text(plugin: &LoadedPlugin, report: &Value) -> String {
     for line in plugin.grants.describe() {
         text.push_str(&format!("    {line}\n"));
     }
+    if let Some(withheld) = &plugin.withheld {
+        text.push_str(&format!(
+            "withheld until you run `agent plugins trust {}`\n",
+            plugin.source
+        ));
+        for line in withheld.describe_beyond_workspace() {
+            text.push_str(&format!("    {line}\n"));
+        }
+    }
     text.push_str("imports\n");
     for import in &plugin.imports {
         text.push_str(&format!("    {import}\n"));
@@ -281,7 +317,114 @@ fn inspect_text(plugin: &LoadedPlugin, report: &Value) -> String {
     for problem in report["problems"].as_array().into_iter().flatten() {
         text.push_str(&format!("problem: {}\n", problem.as_str().unwrap_or("")));
     }
+    for warning in report["warnings"].as_array().into_iter().flatten() {
+        text.push_str(&format!("warning: {}\n", warning.as_str().unwrap_or("")));
+    }
     text
+}
+
+/// Approves the workspace plugin `file` as it loads now: the pins are the hash of the code
+/// that was compiled and of the manifest bytes its grants were read from.
+async fn trust(config: &Config, store: &TrustStore, file: &Path) -> Result<bool> {
+    if std::fs::symlink_metadata(file).is_err() {
+        anyhow::bail!("{}: the file does not exist", file.display());
+    }
+    let found = discovery::locate(&config.plugin_dirs, file);
+    match found.origin {
+        Origin::Workspace => {}
+        Origin::User => anyhow::bail!(
+            "{} is in your own plugin directory: it gets what its manifest asks without approval",
+            file.display()
+        ),
+        Origin::CommandLine => anyhow::bail!(
+            "{} is not in this workspace's plugin directory {}: approvals are for a workspace's own plugins (run this in the plugin's workspace, or give it with -w)",
+            file.display(),
+            config.workspace.join(".agent/plugins").display()
+        ),
+    }
+    let (host, loaded) = load_one(config, file).await?;
+    let plugin = &host.plugins()[loaded.index];
+    let PluginSource::File {
+        path,
+        manifest: Some(manifest),
+        ..
+    } = &plugin.source
+    else {
+        anyhow::bail!(
+            "{} has no manifest beside it ({}), so it asks for nothing to approve",
+            file.display(),
+            file.with_extension("toml").display()
+        );
+    };
+    let Some(withheld) = plugin
+        .withheld
+        .as_ref()
+        .or(plugin.grants.beyond_workspace().then_some(&plugin.grants))
+    else {
+        let report = json!({ "file": path, "manifest": manifest.path, "grants": grants_json(&plugin.grants), "trusted": false });
+        print(config.output, &report, || {
+            format!(
+                "{} asks for nothing beyond the workspace ({}), so there is nothing to approve\n",
+                path.display(),
+                plugin.grants.describe()[0]
+            )
+        });
+        return Ok(true);
+    };
+    let asked = withheld.describe_beyond_workspace();
+    store.trust(Approval {
+        workspace: config.workspace.clone(),
+        plugin: path.clone(),
+        component_sha256: plugin.sha256.clone(),
+        manifest_sha256: manifest.sha256.clone(),
+        grants: asked.clone(),
+        approved_at: crate::plugin::trust::now(),
+    })?;
+    let report = json!({
+        "file": path,
+        "manifest": manifest.path,
+        "workspace": config.workspace,
+        "component_sha256": plugin.sha256,
+        "manifest_sha256": manifest.sha256,
+        "grants": grants_json(withheld),
+        "trusted": true,
+    });
+    print(config.output, &report, || {
+        format!(
+            "trusted {} with {} in the workspace {}: {}\n",
+            path.display(),
+            manifest.path.display(),
+            config.workspace.display(),
+            asked.join("; ")
+        )
+    });
+    Ok(true)
+}
+
+fn approvals_text(approvals: &[Approval]) -> String {
+    if approvals.is_empty() {
+        return "no plugin is trusted\n".to_string();
+    }
+    let mut text = String::new();
+    for approval in approvals {
+        text.push_str(&format!(
+            "{}\n    workspace  {}\n    component  sha256 {}\n    manifest   sha256 {}\n    grants     {}\n",
+            approval.plugin.display(),
+            approval.workspace.display(),
+            approval.component_sha256,
+            approval.manifest_sha256,
+            approval.grants.join("; ")
+        ));
+    }
+    text
+}
+
+/// `withheld until ...: ...` for a plugin's withheld grants.
+fn withheld_line(withheld: &Grants, plugin: &dyn std::fmt::Display) -> String {
+    format!(
+        "withheld until you run `agent plugins trust {plugin}`: {}\n",
+        withheld.describe_beyond_workspace().join("; ")
+    )
 }
 
 /// Prints `report` as JSON, or the text `text` builds.
@@ -290,11 +433,6 @@ fn print(format: OutputFormat, report: &Value, text: impl FnOnce() -> String) {
         OutputFormat::Json => println!("{report}"),
         OutputFormat::Text => print!("{}", text()),
     }
-}
-
-fn file_sha256(file: &Path) -> Result<String> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    Ok(sha256_hex(&bytes))
 }
 
 fn first_line(text: &str) -> &str {

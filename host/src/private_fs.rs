@@ -1,9 +1,11 @@
-//! Files and directories that only the user may read: state, logs, history.
+//! Files and directories that only the user may read or change: state, logs, history,
+//! plugin approvals and the compiled-code cache.
 //!
-//! Task logs can hold secrets a command printed, and the state directory decides what
-//! the agent trusts, so everything the agent keeps is created private (directories
-//! 0700, files 0600) and checked when it already exists: a directory owned by somebody
-//! else is refused, and one of ours that others can read is tightened. Files are opened
+//! Task logs can hold secrets a command printed, and the trust store and the cache decide
+//! what code runs with which grants, so everything the agent keeps is created private
+//! (directories 0700, files 0600) and checked when it already exists: a directory owned
+//! by somebody else, or one others can write to, is refused (they may already have put
+//! something in it); one of ours that others can only read is tightened. Files are opened
 //! without following a symlink at the last component, so a planted link cannot redirect
 //! a write.
 
@@ -12,22 +14,69 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-/// Creates `dir` (and missing parents) private to the user, or checks an existing one:
-/// it must be a real directory owned by the user; group and other access is removed.
+/// The effective user id of this process.
+pub fn current_uid() -> u32 {
+    // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Makes `dir` a private directory of this user, or says why it cannot be one: created
+/// (with any missing parents) with mode 0700 if missing; if present, it must be a real
+/// directory (not a symbolic link) owned by this user that neither group nor others can
+/// write, and is then tightened to 0700. One that others can write to is refused rather
+/// than tightened: they may already have put something in it.
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    let refuse = |why: String| io::Error::new(io::ErrorKind::PermissionDenied, why);
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let meta = std::fs::symlink_metadata(dir)?;
+    if meta.file_type().is_symlink() {
+        return Err(refuse(format!("{} is a symbolic link", dir.display())));
+    }
     if !meta.is_dir() {
-        return Err(io::Error::other(format!(
-            "{} is not a directory (a symlink is not accepted)",
+        return Err(refuse(format!("{} is not a directory", dir.display())));
+    }
+    if meta.uid() != current_uid() {
+        return Err(refuse(format!(
+            "{} is owned by user {}, not by you",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(refuse(format!(
+            "{} can be written by others (mode {mode:04o}); make it yours alone (chmod 700) or remove it",
             dir.display()
         )));
     }
-    check_owner(dir, &meta)?;
-    if meta.mode() & 0o077 != 0 {
+    if mode != 0o700 {
         std::fs::set_permissions(dir, Permissions::from_mode(0o700))?;
     }
     Ok(())
+}
+
+/// Why the file `meta` describes cannot be trusted, if it cannot: it must be a regular
+/// file (not a symbolic link) owned by this user that neither group nor others can write.
+pub fn unsafe_file(meta: &std::fs::Metadata) -> Option<String> {
+    if !meta.file_type().is_file() {
+        return Some("it is not a regular file".into());
+    }
+    if meta.uid() != current_uid() {
+        return Some(format!("it is owned by user {}, not by you", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Some(format!(
+            "it can be written by others (mode {:04o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    None
+}
+
+/// Whether `path` is a file [`unsafe_file`] finds nothing wrong with (not following a
+/// symbolic link).
+pub fn is_private_file(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|meta| unsafe_file(&meta).is_none())
 }
 
 /// Opens `path` for writing as a private file: created 0600, truncated, never through a
@@ -50,51 +99,38 @@ fn open_private(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)?;
     let meta = file.metadata()?;
-    check_owner(path, &meta)?;
+    if meta.uid() != current_uid() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is owned by user {}, not by you",
+                path.display(),
+                meta.uid()
+            ),
+        ));
+    }
     if meta.mode() & 0o077 != 0 {
         file.set_permissions(Permissions::from_mode(0o600))?;
     }
     Ok(file)
 }
 
-/// Replaces `path` with `bytes` atomically (a private temporary file in the same
-/// directory, then a rename), so a reader never sees half a file and a crash never
-/// leaves one.
-pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("a file path needs a directory"))?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)?;
-    let written = file.write_all(bytes).and_then(|()| file.sync_all());
-    drop(file);
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(())
-}
-
-fn check_owner(path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "{} is owned by uid {}, not by you (uid {me}); refusing to use it",
-                path.display(),
-                meta.uid()
-            ),
-        ));
-    }
+/// Writes `path` atomically and privately: a new temporary file in the same directory
+/// (created exclusively, mode 0600), then renamed over `path`, so a reader never sees
+/// half a file, a crash never leaves one, and an existing file, whoever made it, is
+/// replaced rather than written through.
+pub fn write_private_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
 
@@ -115,14 +151,25 @@ mod tests {
         std::fs::set_permissions(&dir, Permissions::from_mode(0o755)).unwrap();
         ensure_private_dir(&dir).unwrap();
         assert_eq!(mode(&dir), 0o700);
+        std::fs::set_permissions(&dir, Permissions::from_mode(0o777)).unwrap();
+        assert!(
+            ensure_private_dir(&dir).is_err(),
+            "one others could write to is refused"
+        );
+        std::fs::set_permissions(&dir, Permissions::from_mode(0o700)).unwrap();
 
         let log = dir.join("bg-1.log");
         std::fs::write(&log, "old").unwrap();
         std::fs::set_permissions(&log, Permissions::from_mode(0o644)).unwrap();
         create_private_file(&log).unwrap();
         assert_eq!(mode(&log), 0o600);
-        write_private_atomic(&dir.join("trust.json"), b"{}").unwrap();
-        assert_eq!(mode(&dir.join("trust.json")), 0o600);
+        let trust = dir.join("trust.json");
+        std::fs::write(&trust, b"old").unwrap();
+        std::fs::set_permissions(&trust, Permissions::from_mode(0o666)).unwrap();
+        write_private_atomic(&trust, b"{}").unwrap();
+        assert_eq!(mode(&trust), 0o600);
+        assert_eq!(std::fs::read(&trust).unwrap(), b"{}");
+        assert!(is_private_file(&trust));
     }
 
     #[test]

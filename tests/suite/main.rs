@@ -14,3 +14,4 @@ mod plugins;
 mod repl;
 mod sandbox;
 mod security_host;
+mod security_plugin_trust;

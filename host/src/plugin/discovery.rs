@@ -68,6 +68,31 @@ pub fn discover(dirs: &[(PathBuf, Origin)], files: &[PathBuf]) -> (Vec<Found>, V
     (found, problems)
 }
 
+/// Where `file` is as discovery would find it: a file directly in one of `dirs` is that
+/// directory's plugin (named by the directory's path, as [`discover`] names it, whatever
+/// path led to it), anything else is a `--plugin` file. `plugins inspect|check|trust FILE`
+/// use this so that they see the grants a run would give.
+pub fn locate(dirs: &[(PathBuf, Origin)], file: &Path) -> Found {
+    let parent = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if let (Ok(parent), Some(name)) = (parent.canonicalize(), file.file_name()) {
+        for (dir, origin) in dirs {
+            if dir.canonicalize().is_ok_and(|dir| dir == parent) {
+                return Found {
+                    path: dir.join(name),
+                    origin: *origin,
+                };
+            }
+        }
+    }
+    Found {
+        path: file.to_path_buf(),
+        origin: Origin::CommandLine,
+    }
+}
+
 fn wasm_files_in(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -113,5 +138,20 @@ mod tests {
         assert_eq!(names, ["a.wasm", "b.wasm"], "a.wasm twice is listed once");
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("missing.wasm"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_file_in_a_plugin_directory_is_located_there_by_any_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("ws/.agent/plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        std::fs::write(plugins.join("p.wasm"), b"").unwrap();
+        std::os::unix::fs::symlink(&plugins, dir.path().join("link")).unwrap();
+        let dirs = [(plugins.clone(), Origin::Workspace)];
+        let found = locate(&dirs, &dir.path().join("link/p.wasm"));
+        assert_eq!(found.origin, Origin::Workspace);
+        assert_eq!(found.path, plugins.join("p.wasm"));
+        let elsewhere = dir.path().join("p.wasm");
+        assert_eq!(locate(&dirs, &elsewhere).origin, Origin::CommandLine);
     }
 }

@@ -107,6 +107,14 @@ impl std::fmt::Display for HostPattern {
     }
 }
 
+/// A manifest as it was read: where, and the SHA-256 (hex) of the exact bytes its grants
+/// were parsed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestFile {
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
 /// Everything a plugin may reach beyond its own memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grants {
@@ -177,14 +185,33 @@ impl Grants {
         lines
     }
 
-    /// The grants of the plugin at `wasm`: read from `NAME.toml` beside it, or none.
-    pub fn for_component(wasm: &Path) -> Result<(Grants, Option<PathBuf>), String> {
+    /// The lines of [`Grants::describe`] that name something beyond the workspace.
+    pub fn describe_beyond_workspace(&self) -> Vec<String> {
+        self.describe()
+            .into_iter()
+            .filter(|line| !line.starts_with("workspace:") && !line.ends_with(": none"))
+            .collect()
+    }
+
+    /// The grants of the plugin at `wasm`: read from `NAME.toml` beside it, or none. The
+    /// manifest is read once: the grants and its hash (the trust pin) come from the same
+    /// bytes.
+    pub fn for_component(wasm: &Path) -> Result<(Grants, Option<ManifestFile>), String> {
         let manifest = wasm.with_extension("toml");
-        match std::fs::read_to_string(&manifest) {
-            Ok(text) => {
-                let grants = Grants::parse(&text)
+        match std::fs::read(&manifest) {
+            Ok(bytes) => {
+                let text = std::str::from_utf8(&bytes).map_err(|_| {
+                    format!("manifest {}: it is not UTF-8 text", manifest.display())
+                })?;
+                let grants = Grants::parse(text)
                     .map_err(|e| format!("manifest {}: {e}", manifest.display()))?;
-                Ok((grants, Some(manifest)))
+                Ok((
+                    grants,
+                    Some(ManifestFile {
+                        sha256: super::cache::sha256_hex(&bytes),
+                        path: manifest,
+                    }),
+                ))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Grants::none(), None)),
             Err(e) => Err(format!("cannot read manifest {}: {e}", manifest.display())),

@@ -39,7 +39,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::tools::{ToolHints, ToolSpec};
-use cache::{CacheOutcome, ComponentCache};
+use cache::{CacheOutcome, Compiled, ComponentCache};
 use manifest::{Access, Grants, HostPattern};
 
 mod bindings {
@@ -252,7 +252,8 @@ pub enum PluginSource {
     File {
         path: PathBuf,
         origin: discovery::Origin,
-        manifest: Option<PathBuf>,
+        /// The manifest beside it, as read when the plugin loaded.
+        manifest: Option<manifest::ManifestFile>,
     },
 }
 
@@ -274,6 +275,11 @@ pub struct LoadedPlugin {
     /// The interfaces the component imports (`wasi:filesystem/types@0.2.6`, ...).
     pub imports: Vec<String>,
     pub cache: CacheOutcome,
+    /// SHA-256 (hex) of the bytes the running code was compiled from.
+    pub sha256: String,
+    /// What the manifest asks beyond the workspace that is withheld until the user
+    /// approves this workspace plugin with `agent plugins trust` (see [`trust`]).
+    pub withheld: Option<Grants>,
     /// The granted environment variables that are set, with their values.
     env: Vec<(String, String)>,
     pre: PluginPre<CallState>,
@@ -292,6 +298,9 @@ pub struct Loaded {
     /// Tools the plugin described but that were refused (bad name, bad schema); the other
     /// tools are loaded.
     pub problems: Vec<String>,
+    /// Set when grants were withheld for want of `agent plugins trust`: what was withheld
+    /// and how to approve it, for the user.
+    pub withheld: Option<String>,
 }
 
 /// Ticks the engine's epoch until dropped.
@@ -373,6 +382,11 @@ impl PluginHost {
         self.log_file = Some(file);
     }
 
+    /// Why the compiled-component cache is not used, if it was configured but is unsafe.
+    pub fn cache_problem(&self) -> Option<&str> {
+        self.cache.problem()
+    }
+
     pub fn plugins(&self) -> &[LoadedPlugin] {
         &self.plugins
     }
@@ -400,11 +414,11 @@ impl PluginHost {
         grants: Grants,
     ) -> Result<Loaded> {
         check_component_header(bytes).with_context(|| format!("{source}"))?;
-        let (component, cache) = self
+        let compiled = self
             .cache
             .load(&self.engine, bytes)
             .with_context(|| format!("{source} is not a valid WebAssembly component"))?;
-        self.link(name, source, component, cache, grants).await
+        self.link(name, source, compiled, grants).await
     }
 
     /// Checks a compiled component against our WIT, links it, asks it for its tools and
@@ -413,10 +427,14 @@ impl PluginHost {
         &mut self,
         name: &str,
         source: PluginSource,
-        component: Component,
-        cache: CacheOutcome,
+        compiled: Compiled,
         grants: Grants,
     ) -> Result<Loaded> {
+        let Compiled {
+            component,
+            outcome: cache,
+            sha256,
+        } = compiled;
         let imports =
             check_wit_version(&self.engine, &component).with_context(|| format!("{source}"))?;
         let instance_pre = self
@@ -458,47 +476,67 @@ impl PluginHost {
             grants,
             imports,
             cache,
+            sha256,
+            withheld: None,
             env,
             pre,
         });
         Ok(Loaded {
             index: self.plugins.len() - 1,
             problems,
+            withheld: None,
         })
     }
 
     /// Loads a discovered plugin file, with the grants of the manifest beside it. The
     /// plugin is named after the file. A plugin that came with the workspace gets what its
     /// manifest asks beyond the workspace only once `trust` approves it (see [`trust`]);
-    /// until then a problem says what was withheld and how to approve it.
+    /// until then [`Loaded::withheld`] says what was withheld and how to approve it, and
+    /// each of its tool descriptions tells the model.
+    ///
+    /// Trust is decided on the SHA-256 of the very bytes the running code was compiled
+    /// from (as the cache reports it) and of the manifest bytes the grants were parsed
+    /// from; neither file is read a second time.
     pub async fn load_file(
         &mut self,
         found: &discovery::Found,
         trust: &trust::TrustStore,
     ) -> Result<Loaded> {
         let path = &found.path;
-        let (mut grants, manifest) = Grants::for_component(path).map_err(|e| anyhow!(e))?;
-        let (component, cache) = self.cache.load_file(&self.engine, path, |bytes| {
+        let (grants, manifest) = Grants::for_component(path).map_err(|e| anyhow!(e))?;
+        let compiled = self.cache.load_file(&self.engine, path, |bytes| {
             check_component_header(bytes).with_context(|| path.display().to_string())
         })?;
         let mut withheld = None;
-        if let Some(manifest) = &manifest
+        let mut granted = grants.clone();
+        if let Some(manifest_file) = &manifest
             && found.origin == discovery::Origin::Workspace
             && grants.beyond_workspace()
-            && !std::fs::read(path).is_ok_and(|bytes| trust.is_trusted(&bytes, manifest))
         {
-            let asked: Vec<String> = grants
-                .describe()
-                .into_iter()
-                .filter(|line| !line.starts_with("workspace:") && !line.ends_with(": none"))
-                .collect();
-            withheld = Some(format!(
-                "{}: this plugin came with the workspace, so what its manifest asks beyond the workspace ({}) is withheld; if you trust it, run `agent plugins trust {}`",
-                path.display(),
-                asked.join("; "),
-                path.display()
-            ));
-            grants = grants.workspace_only();
+            let pin = trust::Pin {
+                workspace: &self.workspace,
+                plugin: path,
+                component_sha256: &compiled.sha256,
+                manifest_sha256: &manifest_file.sha256,
+            };
+            let (trusted, why) = match trust.is_trusted(&pin) {
+                Ok(trusted) => (trusted, String::new()),
+                Err(error) => (false, format!(" ({error})")),
+            };
+            if !trusted {
+                let beyond = Grants {
+                    workspace: Access::None,
+                    ..grants.clone()
+                };
+                let message = format!(
+                    "{}: this plugin came with the workspace, so what its manifest asks beyond the workspace ({}) is withheld; if you trust it, run `agent plugins trust {}`{why}",
+                    path.display(),
+                    beyond.describe_beyond_workspace().join("; "),
+                    path.display()
+                );
+                withheld = Some((message, beyond));
+                granted = grants.workspace_only();
+            }
         }
         let name = path
             .file_stem()
@@ -509,8 +547,22 @@ impl PluginHost {
             origin: found.origin,
             manifest,
         };
-        let mut loaded = self.link(&name, source, component, cache, grants).await?;
-        loaded.problems.extend(withheld);
+        let mut loaded = self.link(&name, source, compiled, granted).await?;
+        if let Some((message, beyond)) = withheld {
+            // Withheld variables and directories are otherwise silent absence: tell the
+            // model in every tool description of the plugin.
+            let note = format!(
+                "\n\n(Not available yet: this plugin came with the workspace, and what its manifest asks beyond the workspace ({}) is withheld until the user approves it with `agent plugins trust {}`; a call that needs it fails.)",
+                beyond.describe_beyond_workspace().join("; "),
+                path.display()
+            );
+            let plugin = &mut self.plugins[loaded.index];
+            for tool in &mut plugin.tools {
+                tool.description.push_str(&note);
+            }
+            plugin.withheld = Some(beyond);
+            loaded.withheld = Some(message);
+        }
         Ok(loaded)
     }
 
@@ -636,6 +688,10 @@ impl PluginHost {
         };
         let result = tokio::time::timeout(self.call_deadline(), run).await;
         let refused = std::mem::take(&mut store.data_mut().network.refused);
+        let withheld = plugin.withheld.as_ref().map(|grants| Withheld {
+            network: &grants.network,
+            plugin: &plugin.source,
+        });
         self.write_log(plugin, tool, call_id, &store.data().logs);
         let result = match result {
             Err(_elapsed) => Err(CallError::Timeout(self.limits.time_limit)),
@@ -643,7 +699,7 @@ impl PluginHost {
             Ok(Ok(Err(error))) => Err(tool_error(error)),
             Ok(Err(error)) => Err(self.trap_error(error.into(), &stderr)),
         };
-        result.map_err(|error| with_refused_hosts(error, &refused))
+        result.map_err(|error| with_refused_hosts(error, &refused, withheld))
     }
 
     /// Appends a call's log lines to the log file. Logging is best effort: a log that
@@ -826,16 +882,51 @@ fn tool_spec(spec: bindings::agent::tool::types::ToolSpec) -> Result<ToolSpec> {
     Ok(tool)
 }
 
+/// The network grant a workspace plugin's manifest asks for but that is withheld until the
+/// user trusts the plugin.
+#[derive(Clone, Copy)]
+struct Withheld<'a> {
+    network: &'a [HostPattern],
+    plugin: &'a PluginSource,
+}
+
 /// Adds the hosts the network gate refused to an error, since the plugin's own message
-/// may not say why its request failed.
-fn with_refused_hosts(error: CallError, refused: &[String]) -> CallError {
+/// may not say why its request failed: either not granted at all, or granted by the
+/// manifest but withheld until the user trusts the plugin.
+fn with_refused_hosts(
+    error: CallError,
+    refused: &[String],
+    withheld: Option<Withheld<'_>>,
+) -> CallError {
     if refused.is_empty() {
         return error;
     }
-    let note = format!(
-        " (the agent refused this plugin's HTTP request to {}: not in its manifest's network grant)",
-        refused.join(", ")
-    );
+    let is_withheld = |target: &String| {
+        withheld.is_some_and(|w| {
+            target.rsplit_once(':').is_some_and(|(host, port)| {
+                port.parse()
+                    .is_ok_and(|port| w.network.iter().any(|p| p.matches(host, port)))
+            })
+        })
+    };
+    let (held, denied): (Vec<String>, Vec<String>) = refused
+        .iter()
+        .cloned()
+        .partition(|target| is_withheld(target));
+    let mut note = String::new();
+    if !denied.is_empty() {
+        note.push_str(&format!(
+            " (the agent refused this plugin's HTTP request to {}: not in its manifest's network grant)",
+            denied.join(", ")
+        ));
+    }
+    if let (false, Some(withheld)) = (held.is_empty(), withheld) {
+        note.push_str(&format!(
+            " (the agent refused this plugin's HTTP request to {}: its manifest grants it, but this plugin came with the workspace and the grant is withheld until the user approves it with `agent plugins trust {}`)",
+            held.join(", "),
+            withheld.plugin
+        ));
+    }
     match error {
         CallError::Tool { kind, message } => CallError::Tool {
             kind,
