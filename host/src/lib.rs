@@ -13,7 +13,8 @@
 //!   place processes are spawned and killed; [`output`] bounds captured output;
 //!   [`tasklog`] pages through task logs.
 //! - [`render`] turns events into text or JSON lines: library code never prints;
-//!   [`status`] is its live status line of running tasks.
+//!   [`status`] is its live status line of running tasks; [`ui_text`] makes untrusted text
+//!   safe to show on a terminal (every print path uses it).
 
 pub mod agent;
 pub mod app;
@@ -30,3 +31,4 @@ pub mod repl;
 pub mod status;
 pub mod tasklog;
 pub mod tools;
+pub mod ui_text;

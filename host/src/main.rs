@@ -31,7 +31,11 @@ fn main() -> ExitCode {
         Ok(Outcome::Interrupted) => ExitCode::from(130),
         Ok(Outcome::CheckFailed) => ExitCode::FAILURE,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // The chain can quote a plugin, a file name or a server: show no control.
+            eprintln!(
+                "error: {}",
+                agent_host::ui_text::visible(&format!("{error:#}"))
+            );
             // A configuration problem is the user's to fix: exit 2, like a usage error.
             if error.downcast_ref::<ConfigError>().is_some() {
                 ExitCode::from(2)
