@@ -106,7 +106,8 @@ mod tests {
 
     #[test]
     fn terminal_controls_become_visible() {
-        let attack = "a\x1b]52;c;ZWNobw==\x07b\x1b]0;title\x07\x1b[2J\u{9b}31m\rfake\u{202e}x\u{7f}";
+        let attack =
+            "a\x1b]52;c;ZWNobw==\x07b\x1b]0;title\x07\x1b[2J\u{9b}31m\rfake\u{202e}x\u{7f}";
         assert_eq!(
             visible(attack),
             "a\\x1b]52;c;ZWNobw==\\x07b\\x1b]0;title\\x07\\x1b[2J\\u{9b}31m\\rfake\\u{202e}x\\x7f"
@@ -134,7 +135,10 @@ mod tests {
         let value = serde_json::json!({"text": "a\u{9b}b\u{202e}c\x1bd\u{7f}"});
         let line = json_line(&value);
         assert!(!line.chars().any(is_unsafe), "{line}");
-        assert!(line.contains("\\u009b") && line.contains("\\u202e"), "{line}");
+        assert!(
+            line.contains("\\u009b") && line.contains("\\u202e"),
+            "{line}"
+        );
         let back: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(back, value);
     }

