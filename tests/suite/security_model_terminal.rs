@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::plugins::{built, install, plugins_command};
-use crate::support::{ModelServer, Reply, RunResult, TestEnv, agent, run, tool_use};
+use crate::support::{ModelServer, Reply, RunResult, TestEnv, agent, run, spawn, tool_use};
 
 /// Characters that must never reach the terminal raw.
 fn raw_controls(text: &str) -> Vec<char> {
@@ -385,4 +385,37 @@ fn a_drip_that_never_completes_an_event_times_out() {
         "{out}"
     );
     assert!(started.elapsed() < Duration::from_secs(15), "{out}");
+}
+
+#[test]
+fn the_repl_shows_task_commands_and_model_errors_escaped() {
+    let command = "sleep 0.2; true # \x1b]0;title\x07\u{9b}2J\rfake";
+    let shown = "sleep 0.2; true # \\x1b]0;title\\x07\\u{9b}2J\\rfake";
+    let server = ModelServer::start(vec![
+        Reply::tools(vec![tool_use(
+            "b1",
+            "background_run",
+            json!({ "command": command }),
+        )]),
+        Reply::text("started"),
+        Reply::api_error(400, "invalid_request_error", "bad \x1b]52;c;eA==\x07 request"),
+    ]);
+    let env = TestEnv::new();
+    let mut cmd = agent(&env, &server);
+    cmd.stdin(std::process::Stdio::piped());
+    let mut running = spawn(cmd);
+    let mut stdin = running.take_stdin().expect("stdin is piped");
+    let limit = Duration::from_secs(60);
+    stdin.write_all(b"go\n").unwrap();
+    // The finished task is announced at once.
+    running.wait_for_output(limit, |_, err| err.contains("[background bg-1"));
+    stdin.write_all(b"/tasks\n").unwrap();
+    running.wait_for_output(limit, |_, err| err.matches(shown).count() >= 3);
+    stdin.write_all(b"again\n").unwrap();
+    running.wait_for_output(limit, |_, err| err.contains("invalid_request_error"));
+    stdin.write_all(b"exit\n").unwrap();
+    let out = running.wait(limit);
+    out.assert_success();
+    assert_no_raw_controls(&out);
+    assert!(out.stderr.contains("bad \\x1b]52;c;eA==\\x07 request"), "{out}");
 }
