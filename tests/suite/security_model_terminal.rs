@@ -398,7 +398,11 @@ fn the_repl_shows_task_commands_and_model_errors_escaped() {
             json!({ "command": command }),
         )]),
         Reply::text("started"),
-        Reply::api_error(400, "invalid_request_error", "bad \x1b]52;c;eA==\x07 request"),
+        Reply::api_error(
+            400,
+            "invalid_request_error",
+            "bad \x1b]52;c;eA==\x07 request",
+        ),
     ]);
     let env = TestEnv::new();
     let mut cmd = agent(&env, &server);
@@ -417,5 +421,8 @@ fn the_repl_shows_task_commands_and_model_errors_escaped() {
     let out = running.wait(limit);
     out.assert_success();
     assert_no_raw_controls(&out);
-    assert!(out.stderr.contains("bad \\x1b]52;c;eA==\\x07 request"), "{out}");
+    assert!(
+        out.stderr.contains("bad \\x1b]52;c;eA==\\x07 request"),
+        "{out}"
+    );
 }

@@ -57,6 +57,14 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The error of an answer still incomplete after `answer_time`.
+    fn late(&self) -> ModelError {
+        ModelError::Stalled(format!(
+            "it was not complete after {}s",
+            self.answer_time.as_secs_f64()
+        ))
+    }
+
     /// The limits for answers of at most `max_tokens` tokens: an answer may take 30
     /// minutes, or longer when `max_tokens` needs it at 20 tokens a second.
     pub fn new(max_tokens: u32, idle: Duration) -> Limits {
@@ -249,14 +257,18 @@ impl AnthropicClient {
             .is_some_and(|v| v.starts_with("application/json"));
         if is_json {
             // A server that ignores `stream` answers with the whole message at once.
-            let (body, complete) = read_at_most(response, self.limits.content_bytes)
-                .await
-                .map_err(|partial| body_error(partial.error, self.limits.idle))?;
-            if !complete {
-                return Err(ModelError::TooLarge {
-                    what: "the answer",
-                    limit: self.limits.content_bytes,
-                });
+            let deadline = Instant::now() + self.limits.answer_time;
+            let (body, end) = read_at_most(response, self.limits.content_bytes, deadline).await;
+            match end {
+                BodyEnd::Complete => {}
+                BodyEnd::Cut => {
+                    return Err(ModelError::TooLarge {
+                        what: "the answer",
+                        limit: self.limits.content_bytes,
+                    });
+                }
+                BodyEnd::Late => return Err(self.limits.late()),
+                BodyEnd::Failed(error) => return Err(body_error(error, self.limits.idle)),
             }
             let message: Value = serde_json::from_slice(&body)
                 .map_err(|e| ModelError::Stream(format!("the answer is not JSON: {e}")))?;
@@ -314,12 +326,10 @@ impl AnthropicClient {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|secs| secs.is_finite() && *secs >= 0.0)
             .map(Duration::from_secs_f64);
-        // Only the start is read: the message is in it, and the rest may never end. A body
-        // that breaks off is shown as far as it came.
-        let body = match read_at_most(response, self.limits.error_bytes).await {
-            Ok((body, _)) => body,
-            Err(partial) => partial.read,
-        };
+        // Only the start is read, for a while: the message is in it, and the rest may never
+        // end. A body that breaks off is shown as far as it came.
+        let deadline = Instant::now() + self.limits.idle;
+        let (body, _) = read_at_most(response, self.limits.error_bytes, deadline).await;
         let body = String::from_utf8_lossy(&body).into_owned();
         Err(Attempt::Status {
             status: status.as_u16(),
@@ -341,31 +351,39 @@ enum PartialBlock {
     Ignored,
 }
 
-/// A body read that broke off: the bytes that came before the error.
-struct PartialBody {
-    read: Vec<u8>,
-    error: reqwest::Error,
+/// How reading a body ended.
+enum BodyEnd {
+    /// All of it was read.
+    Complete,
+    /// It is longer than the limit.
+    Cut,
+    /// It was not complete by the deadline.
+    Late,
+    Failed(reqwest::Error),
 }
 
-/// Reads at most `limit` bytes of the body; says whether that was all of it. The rest is
-/// never read (the connection is dropped with the response).
+/// Reads at most `limit` bytes of the body, until `deadline` at the latest; returns what
+/// was read and why reading ended. The rest is never read (the connection is dropped with
+/// the response).
 async fn read_at_most(
     mut response: reqwest::Response,
     limit: usize,
-) -> Result<(Vec<u8>, bool), PartialBody> {
+    deadline: Instant,
+) -> (Vec<u8>, BodyEnd) {
     let mut body = Vec::new();
     loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
+        match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
                 let room = limit - body.len();
                 if chunk.len() > room {
                     body.extend_from_slice(&chunk[..room]);
-                    return Ok((body, false));
+                    return (body, BodyEnd::Cut);
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(None) => return Ok((body, true)),
-            Err(error) => return Err(PartialBody { read: body, error }),
+            Ok(Ok(None)) => return (body, BodyEnd::Complete),
+            Ok(Err(error)) => return (body, BodyEnd::Failed(error)),
+            Err(_) => return (body, BodyEnd::Late),
         }
     }
 }
@@ -422,12 +440,7 @@ where
             let chunk = match tokio::time::timeout_at(deadline, self.bytes.next()).await {
                 Ok(Some(chunk)) => chunk?,
                 Ok(None) => return Ok(None),
-                Err(_) if deadline == self.answer_deadline => {
-                    return Err(ModelError::Stalled(format!(
-                        "it was not complete after {}s",
-                        self.limits.answer_time.as_secs_f64()
-                    )));
-                }
+                Err(_) if deadline == self.answer_deadline => return Err(self.limits.late()),
                 Err(_) => {
                     return Err(ModelError::Stalled(format!(
                         "no complete event came for {}s",
