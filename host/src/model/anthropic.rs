@@ -34,7 +34,7 @@ const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 
 /// Bounds on one answer. A real answer is far below each: even 128k output tokens are
-/// under 1 MiB of text and tool input, streamed in events of a few hundred bytes.
+/// about 1 MiB of text and tool input, streamed in events of a few hundred bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// One SSE event. Real events hold a few tokens; room is left for compatible servers
@@ -51,8 +51,8 @@ pub struct Limits {
     pub error_bytes: usize,
     /// See [`DEFAULT_IDLE_TIMEOUT`].
     pub idle: Duration,
-    /// The longest one streamed answer may take in all: what ends a server that keeps
-    /// the connection alive with a trickle of small events.
+    /// The longest one answer may take to read in all: what ends a server that keeps the
+    /// connection alive with a trickle of small events or bytes.
     pub answer_time: Duration,
 }
 
