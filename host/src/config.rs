@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::Cli;
-use crate::model::anthropic::{AnthropicConfig, DEFAULT_BASE_URL};
+use crate::model::anthropic::{AnthropicConfig, DEFAULT_BASE_URL, DEFAULT_IDLE_TIMEOUT};
 use crate::plugin::PluginLimits;
 use crate::plugin::discovery::Origin;
 use crate::render::OutputFormat;
@@ -75,6 +75,20 @@ impl AnthropicConfigDraft {
     /// The client settings; fails when no API key is set.
     pub fn require_key(&self) -> Result<AnthropicConfig, ConfigError> {
         let api_key = self.api_key.clone().ok_or(ConfigError::MissingApiKey)?;
+        // Undocumented: how long a silent model server is waited for (tests set it small).
+        let idle_timeout = match env("AGENT_MODEL_IDLE_TIMEOUT_SECS") {
+            None => DEFAULT_IDLE_TIMEOUT,
+            Some(value) => match value.trim().parse::<u64>() {
+                Ok(secs) if secs > 0 => Duration::from_secs(secs),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "AGENT_MODEL_IDLE_TIMEOUT_SECS",
+                        what: "a number of seconds, at least 1",
+                        value,
+                    });
+                }
+            },
+        };
         Ok(AnthropicConfig {
             base_url: self.base_url.clone(),
             api_key,
@@ -82,6 +96,7 @@ impl AnthropicConfigDraft {
             max_tokens: self.max_tokens,
             max_retries: 4,
             min_retry_delay: Duration::from_secs(1),
+            idle_timeout,
         })
     }
 }

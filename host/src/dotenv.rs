@@ -12,7 +12,8 @@
 //! - a base URL is taken only together with a key from the same file, so a `.env` can
 //!   never redirect the user's own key to another server.
 //!
-//! The caller applies the result to the process environment before anything reads it.
+//! The caller applies the result to the process environment before anything reads it, and
+//! shows the warnings (which may quote the file) through [`crate::ui_text`].
 
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -110,21 +111,18 @@ fn decide(text: &str, is_set: impl Fn(&str) -> bool) -> DotEnv {
         match item {
             Ok((name, value)) => wanted.push((name, value)),
             Err(e) => {
-                let reason = e.to_string();
-                result.warnings.push(format!(
-                    "ignoring the rest of ./.env: {}",
-                    reason.escape_debug()
-                ));
+                result
+                    .warnings
+                    .push(format!("ignoring the rest of ./.env: {e}"));
                 break;
             }
         }
     }
     let key_from_file = wanted.iter().any(|(name, _)| name == KEY) && !is_set(KEY);
     for (name, value) in wanted {
-        let shown = name.escape_debug();
         if !ALLOWED.contains(&name.as_str()) {
             result.warnings.push(format!(
-                "ignoring {shown} in ./.env: a .env may only set {}",
+                "ignoring {name} in ./.env: a .env may only set {}",
                 ALLOWED.join(", ")
             ));
         } else if is_set(&name) {
@@ -180,12 +178,6 @@ mod tests {
 
         let together = decide(&format!("{url}ANTHROPIC_API_KEY=theirs\n"), env_has(&[]));
         assert_eq!(together.set.len(), 2);
-    }
-
-    #[test]
-    fn a_control_character_in_a_name_is_shown_escaped() {
-        let decided = decide("\"X\x1b[2J\"=1\n", env_has(&[]));
-        assert!(decided.warnings.iter().all(|w| !w.contains('\x1b')));
     }
 
     #[test]

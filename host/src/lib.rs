@@ -15,7 +15,8 @@
 //!   [`tasklog`] pages through task logs; [`private_fs`] keeps what the agent stores
 //!   private to the user.
 //! - [`render`] turns events into text or JSON lines: library code never prints;
-//!   [`status`] is its live status line of running tasks.
+//!   [`status`] is its live status line of running tasks; [`ui_text`] makes untrusted text
+//!   safe to show on a terminal (every print path uses it).
 
 pub mod agent;
 pub mod app;
@@ -34,3 +35,4 @@ pub mod repl;
 pub mod status;
 pub mod tasklog;
 pub mod tools;
+pub mod ui_text;

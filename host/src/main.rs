@@ -16,7 +16,8 @@ fn main() -> ExitCode {
             std::env::var_os(name).is_some_and(|value| !value.is_empty())
         });
         for warning in &found.warnings {
-            eprintln!("warning: {warning}");
+            // A warning may quote the file, which is the project's, not ours.
+            eprintln!("warning: {}", agent_host::ui_text::visible(warning));
         }
         for (name, value) in found.set {
             // SAFETY: no other thread exists yet.
@@ -46,7 +47,11 @@ fn main() -> ExitCode {
         Ok(Outcome::Interrupted) => ExitCode::from(130),
         Ok(Outcome::CheckFailed) => ExitCode::FAILURE,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // The chain can quote a plugin, a file name or a server: show no control.
+            eprintln!(
+                "error: {}",
+                agent_host::ui_text::visible(&format!("{error:#}"))
+            );
             // A configuration problem is the user's to fix: exit 2, like a usage error.
             if error.downcast_ref::<ConfigError>().is_some() {
                 ExitCode::from(2)

@@ -427,11 +427,13 @@ fn withheld_line(withheld: &Grants, plugin: &dyn std::fmt::Display) -> String {
     )
 }
 
-/// Prints `report` as JSON, or the text `text` builds.
+/// Prints `report` as JSON, or the text `text` builds. Names, paths, descriptions and
+/// problems come from plugins and their files, so both forms go out with every terminal
+/// control made visible (see [`crate::ui_text`]).
 fn print(format: OutputFormat, report: &Value, text: impl FnOnce() -> String) {
     match format {
-        OutputFormat::Json => println!("{report}"),
-        OutputFormat::Text => print!("{}", text()),
+        OutputFormat::Json => println!("{}", crate::ui_text::json_line(report)),
+        OutputFormat::Text => print!("{}", crate::ui_text::visible(&text())),
     }
 }
 

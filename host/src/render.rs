@@ -3,6 +3,10 @@
 //! Library code never prints; the loop reports [`Event`]s here. In text mode the model's
 //! words go to stdout and tool activity to stderr (so `agent -p ... > answer.txt` captures
 //! the answer); in JSON mode every event is one JSON object per line on stdout.
+//!
+//! Nearly everything shown comes from outside the agent (the model, tools, plugins,
+//! servers), so every text passes through [`ui_text`](crate::ui_text) on its way out: no
+//! terminal control sequence gets through, in either format.
 
 use std::io::Write;
 
@@ -11,6 +15,7 @@ use serde_json::{Value, json};
 use crate::background::{Notification, status_line};
 use crate::status::StatusLine;
 use crate::tools::ToolOutput;
+use crate::ui_text::{json_line, one_line, visible};
 
 /// How output is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -98,7 +103,7 @@ impl Renderer {
             OutputFormat::Json => {
                 if let Some(value) = json_event(&event) {
                     let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{value}");
+                    let _ = writeln!(out, "{}", json_line(&value));
                     let _ = out.flush();
                 }
             }
@@ -123,16 +128,18 @@ impl Renderer {
         match event {
             Event::TextDelta(text) => {
                 let mut out = std::io::stdout().lock();
-                let _ = out.write_all(text.as_bytes());
+                let _ = out.write_all(visible(text).as_bytes());
                 let _ = out.flush();
             }
             Event::TextEnd => println!(),
-            Event::ToolCall { name, input, .. } => eprintln!("> {name} {}", summarize_input(input)),
+            Event::ToolCall { name, input, .. } => {
+                eprintln!("> {} {}", one_line(name), summarize_input(input))
+            }
             Event::ToolResult { output, .. } => {
                 let marker = if output.is_error { "  ! " } else { "  < " };
                 let lines: Vec<&str> = output.text.lines().collect();
                 for line in lines.iter().take(SHOWN_OUTPUT_LINES) {
-                    eprintln!("{marker}{}", clip(line, 160));
+                    eprintln!("{marker}{}", visible(&clip(line, 160)));
                 }
                 if lines.len() > SHOWN_OUTPUT_LINES {
                     eprintln!("    ... ({} more lines)", lines.len() - SHOWN_OUTPUT_LINES);
@@ -142,7 +149,7 @@ impl Renderer {
             Event::BackgroundDelivered { task_ids } => {
                 eprintln!(
                     "[background results delivered to the model: {}]",
-                    task_ids.join(", ")
+                    one_line(&task_ids.join(", "))
                 )
             }
             Event::Retrying {
@@ -150,22 +157,23 @@ impl Renderer {
                 delay,
                 reason,
             } => eprintln!(
-                "[model API: {reason}; retry {attempt} in {:.1}s]",
+                "[model API: {}; retry {attempt} in {:.1}s]",
+                visible(reason),
                 delay.as_secs_f64()
             ),
-            Event::Warning(text) => eprintln!("warning: {text}"),
+            Event::Warning(text) => eprintln!("warning: {}", visible(text)),
             Event::TurnEnd { .. } => {}
         }
     }
 }
 
-/// The one-line announcement of a finished background task.
+/// The one-line announcement of a finished background task, safe to print.
 pub fn task_finished_line(n: &Notification) -> String {
     format!(
         "[background {} {}: {}]",
         n.task_id,
         status_line(n.status, n.exit, n.duration),
-        clip(&n.command, 80)
+        clip(&one_line(&n.command), 80)
     )
 }
 
@@ -209,14 +217,15 @@ fn json_event(event: &Event<'_>) -> Option<Value> {
     })
 }
 
-/// A one-line view of a tool input: the command or path when there is one.
+/// A one-line view of a tool input: the command or path when there is one. Line breaks
+/// are shown as `\n` rather than cut at, so no line of a command is hidden.
 fn summarize_input(input: &Value) -> String {
     for key in ["command", "path", "task_id"] {
         if let Some(value) = input.get(key).and_then(Value::as_str) {
-            return clip(value, 120);
+            return clip(&one_line(value), 120);
         }
     }
-    clip(&input.to_string(), 120)
+    clip(&json_line(input), 120)
 }
 
 fn clip(text: &str, max_chars: usize) -> String {

@@ -17,6 +17,7 @@ use crate::app::{Outcome, shutdown_signal};
 use crate::background::BackgroundManager;
 use crate::config::Config;
 use crate::render::{Event, OutputFormat, Renderer, task_finished_line};
+use crate::ui_text::{one_line, visible};
 
 const HELP: &str = "Type a request for the agent. Commands:
   /tasks       list background tasks
@@ -102,7 +103,7 @@ pub async fn run(
     let announcer = announce_finished_tasks(background, renderer.clone(), printer);
     eprintln!(
         "agent in {} — type /help for commands, exit or Ctrl-D to quit",
-        config.workspace.display()
+        one_line(&config.workspace.display().to_string())
     );
 
     let outcome = loop {
@@ -129,20 +130,23 @@ pub async fn run(
                     eprintln!("no background tasks");
                 }
                 for task in tasks {
-                    eprintln!("{}", task.summary_line());
+                    // The command came from the model.
+                    eprintln!("{}", one_line(&task.summary_line()));
                 }
             }
             _ if line.starts_with("/kill") => match line["/kill".len()..].trim() {
                 "" => eprintln!("usage: /kill ID"),
                 id => match background.kill(id) {
                     Ok(status) if status.is_finished() => {
-                        eprintln!("{id} had already ended ({})", status.as_str())
+                        eprintln!("{} had already ended ({})", one_line(id), status.as_str())
                     }
-                    Ok(_) => eprintln!("stopping {id}"),
-                    Err(e) => eprintln!("{e}"),
+                    Ok(_) => eprintln!("stopping {}", one_line(id)),
+                    Err(e) => eprintln!("{}", visible(&e.to_string())),
                 },
             },
-            _ if line.starts_with('/') => eprintln!("unknown command {line}; type /help"),
+            _ if line.starts_with('/') => {
+                eprintln!("unknown command {}; type /help", one_line(line))
+            }
             prompt => {
                 let finished = tokio::select! {
                     result = agent.run_turn(Some(prompt)) => Some(result),

@@ -3,12 +3,15 @@
 //!
 //! It only draws on a terminal (indicatif hides itself otherwise), is hidden while the
 //! REPL waits for input, and every other line printed goes through [`StatusLine::suspend`]
-//! so output and spinner never garble each other.
+//! so output and spinner never garble each other. Its texts name tools and commands that
+//! came from the model, so they are drawn through [`one_line`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::ui_text::one_line;
 
 /// Produces the text after the spinner, e.g. "2 tasks: bg-1 12s cargo build, ...".
 pub type Describe = Arc<dyn Fn() -> String + Send + Sync>;
@@ -47,8 +50,9 @@ impl StatusLine {
             return;
         };
         let mut shown = self.shown.lock().unwrap();
+        let phase = one_line(phase).into_owned();
         if let Some(current) = shown.as_ref() {
-            current.bar.set_prefix(phase.to_string());
+            current.bar.set_prefix(phase);
             return;
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
@@ -56,14 +60,14 @@ impl StatusLine {
             ProgressStyle::with_template("{spinner} {prefix} {elapsed}{msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
-        bar.set_prefix(phase.to_string());
+        bar.set_prefix(phase);
         bar.enable_steady_tick(Duration::from_millis(120));
         let ticking = bar.clone();
         let ticker = tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_millis(500));
             loop {
                 every.tick().await;
-                ticking.set_message(describe());
+                ticking.set_message(one_line(&describe()).into_owned());
             }
         });
         *shown = Some(Shown { bar, ticker });

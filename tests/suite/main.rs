@@ -14,4 +14,5 @@ mod plugins;
 mod repl;
 mod sandbox;
 mod security_host;
+mod security_model_terminal;
 mod security_plugin_trust;

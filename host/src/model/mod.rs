@@ -2,9 +2,11 @@
 //!
 //! The conversation is kept in the Anthropic Messages shape (user and assistant messages
 //! made of text, `tool_use` and `tool_result` blocks), which is what the loop reasons in.
-//! [`anthropic`] speaks it over HTTP with streaming and retries.
+//! [`anthropic`] speaks it over HTTP with streaming and retries; [`sse`] decodes its
+//! streamed answers within limits.
 
 pub mod anthropic;
+pub mod sse;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -126,8 +128,33 @@ pub enum ModelError {
         #[source]
         source: reqwest::Error,
     },
+    /// The server answered with a redirect. It is not followed, since the request carries
+    /// the API key; nor retried.
+    #[error(
+        "the model API at {url} answered {status} with a redirect to {location}; redirects are not followed, since the API key would go along: set ANTHROPIC_BASE_URL to the address that answers"
+    )]
+    Redirect {
+        url: String,
+        status: u16,
+        location: String,
+    },
     /// The answer stream broke off or could not be understood. Not retried: the model may
     /// already have produced part of an answer.
     #[error("the model's answer stream failed: {0}")]
     Stream(String),
+    /// The answer went past one of the size limits; reading it stopped there.
+    #[error("the model's answer was refused: {what} is larger than {}", size(*limit))]
+    TooLarge { what: &'static str, limit: usize },
+    /// The server stopped making progress; the call was given up.
+    #[error("the model's answer stalled: {0}")]
+    Stalled(String),
+}
+
+/// `bytes` in the largest binary unit that divides it, e.g. `4 MiB`.
+fn size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
 }
