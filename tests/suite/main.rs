@@ -13,3 +13,4 @@ mod model_api;
 mod plugins;
 mod repl;
 mod sandbox;
+mod security_plugin_limits;

@@ -19,8 +19,11 @@
 //! [`CallError`]; the host and the other tools keep working.
 
 pub mod cache;
+pub mod describe_failures;
 pub mod discovery;
+pub mod log;
 pub mod manifest;
+pub mod net;
 pub mod trust;
 
 use std::path::{Path, PathBuf};
@@ -36,11 +39,13 @@ use wasmtime::{
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::tools::{ToolHints, ToolSpec};
 use cache::{CacheOutcome, ComponentCache};
-use manifest::{Access, Grants, HostPattern};
+use describe_failures::DescribeFailures;
+use manifest::{Access, Grants};
+use net::NetworkGate;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -50,9 +55,8 @@ mod bindings {
     });
 }
 
-use bindings::agent::tool::host::LogLevel;
+use bindings::PluginPre;
 use bindings::agent::tool::types::{CallContext, ToolError};
-use bindings::{Plugin as PluginBindings, PluginPre};
 
 /// The WIT package this host implements; components built against another minor series
 /// are refused with a message saying so.
@@ -69,6 +73,29 @@ const BLOCKED_GRACE: Duration = Duration::from_millis(500);
 /// Component instances the pooling allocator keeps slots for; a call beyond this many at
 /// once fails to instantiate (calls run one at a time today).
 const POOL_INSTANCES: u32 = 100;
+/// The longest a `describe()` may take: it only lists tools, so a few seconds is plenty,
+/// and a looping one must not cost a full call limit on start-up (the call limit is used
+/// when it is shorter).
+const DESCRIBE_LIMIT: Duration = Duration::from_secs(5);
+
+/// What one store (one call) may hold in host-side tables and instances. Each number is
+/// what a tool plausibly needs, with a wide margin, far below wasmtime's defaults (a
+/// million table entries, 100,000 handles, 10,000 instances/tables/memories):
+/// - WASI resources (open files and directories, streams, pollables, HTTP requests and
+///   responses): a tool walking a tree keeps one descriptor and stream per level open,
+///   an interpreter a few dozen; 10,000 live at once is generous, and bounds the host
+///   memory a guest can pin by opening and never closing.
+const MAX_RESOURCES: usize = 10_000;
+/// - Component-model handles the guest creates itself (`resource.new`).
+const MAX_COMPONENT_HANDLES: usize = 10_000;
+/// - Core instances, tables and memories of one component: the interpreter-based
+///   components (componentize-py, componentize-js) link the most, under twenty core
+///   instances, a few dozen tables and a handful of memories.
+const MAX_CORE_INSTANCES: usize = 100;
+const MAX_TABLES: usize = 100;
+const MAX_MEMORIES: usize = 20;
+/// - Elements of one table: the interpreters' function tables hold tens of thousands.
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
 /// Bounds applied to every plugin call.
 #[derive(Debug, Clone)]
@@ -121,7 +148,7 @@ struct CallState {
     network: NetworkGate,
     table: ResourceTable,
     limiter: MemoryLimiter,
-    logs: Vec<String>,
+    logs: log::CallLog,
 }
 
 impl WasiView for CallState {
@@ -143,60 +170,7 @@ impl WasiHttpView for CallState {
     }
 }
 
-impl bindings::agent::tool::host::Host for CallState {
-    fn log(&mut self, level: LogLevel, message: String) {
-        const MAX_LOG_LINES: usize = 1000;
-        if self.logs.len() < MAX_LOG_LINES {
-            let level = match level {
-                LogLevel::Debug => "debug",
-                LogLevel::Info => "info",
-                LogLevel::Warn => "warn",
-                LogLevel::Error => "error",
-            };
-            let message = message.replace('\n', " ");
-            self.logs.push(format!("{level}: {message}"));
-        }
-    }
-}
-
 impl bindings::agent::tool::types::Host for CallState {}
-
-/// Lets outgoing HTTP requests through only to the hosts of the plugin's network grant,
-/// and remembers the ones it refused so the error can name them.
-struct NetworkGate {
-    allowed: Vec<HostPattern>,
-    refused: Vec<String>,
-}
-
-impl WasiHttpHooks for NetworkGate {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-        fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-                )>,
-            > + Send,
-    > {
-        let uri = request.uri();
-        let host = uri.host().unwrap_or_default();
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        if !self.allowed.iter().any(|p| p.matches(&host, port)) {
-            self.refused.push(format!("{host}:{port}"));
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        wasmtime_wasi_http::default_hooks().send_request(request, options, fut)
-    }
-}
 
 /// The memory limit of one call. Unlike a plain refusal, which many languages turn into
 /// an abort with no reason given, going over the limit stops the call with an error that
@@ -241,7 +215,19 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
     }
 }
 
@@ -326,6 +312,7 @@ pub struct PluginHost {
     pooling: bool,
     /// Where the lines plugins send to `host.log` go, if anywhere.
     log_file: Option<PathBuf>,
+    describe_failures: DescribeFailures,
     _ticker: EpochTicker,
 }
 
@@ -344,13 +331,15 @@ impl PluginHost {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking WASI HTTP")?;
-        PluginBindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+        bindings::agent::tool::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
-            .context("linking the agent:tool host interface")?;
+            .context("linking the agent:tool types interface")?;
+        log::add_to_linker(&mut linker).context("linking the agent:tool host interface")?;
         Ok(PluginHost {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
+            describe_failures: DescribeFailures::new(cache_dir.as_deref()),
             cache: ComponentCache::new(cache_dir),
             limits,
             workspace: workspace.to_path_buf(),
@@ -392,7 +381,9 @@ impl PluginHost {
             .cache
             .load(&self.engine, bytes)
             .with_context(|| format!("{source} is not a valid WebAssembly component"))?;
-        self.link(name, source, component, cache, grants).await
+        let sha256 = cache::sha256_hex(bytes);
+        self.link(name, source, component, cache, grants, Some(sha256))
+            .await
     }
 
     /// Checks a compiled component against our WIT, links it, asks it for its tools and
@@ -404,6 +395,7 @@ impl PluginHost {
         component: Component,
         cache: CacheOutcome,
         grants: Grants,
+        sha256: Option<String>,
     ) -> Result<Loaded> {
         let imports =
             check_wit_version(&self.engine, &component).with_context(|| format!("{source}"))?;
@@ -428,12 +420,34 @@ impl PluginHost {
             .iter()
             .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
             .collect();
-        let (tools, problems) = self
-            .describe(&pre)
-            .await
-            .with_context(|| format!("calling describe() of {source}"))?;
+        // A describe() that failed for these exact bytes fails again without running.
+        let failure_key = sha256.map(|hash| DescribeFailures::key(&self.engine, &hash));
+        if let Some(key) = &failure_key
+            && let Some(message) = self.describe_failures.get(key)
+        {
+            bail!(
+                "{source}: describe() failed: {message} (remembered from an earlier start for this exact file; a changed file is tried again)"
+            );
+        }
+        let (tools, problems) = match self.describe(name, &pre).await {
+            Ok(described) => described,
+            Err(CallError::Host(error)) => {
+                return Err(error.context(format!("calling describe() of {source}")));
+            }
+            Err(failure) => {
+                let message = failure.to_string();
+                if let Some(key) = &failure_key {
+                    self.describe_failures.remember(key, &message);
+                }
+                bail!("{source}: describe() failed: {message}");
+            }
+        };
         if tools.is_empty() {
-            bail!("{source}: describe() offered no valid tool");
+            let reasons = match problems.is_empty() {
+                true => "it returned an empty list".to_string(),
+                false => problems.join("; "),
+            };
+            bail!("{source}: describe() offered no valid tool: {reasons}");
         }
         let problems = problems
             .into_iter()
@@ -497,22 +511,39 @@ impl PluginHost {
             origin: found.origin,
             manifest,
         };
-        let mut loaded = self.link(&name, source, component, cache, grants).await?;
+        // The describe() failure memory is keyed by the bytes' hash.
+        let sha256 = std::fs::read(path).ok().map(|bytes| cache::sha256_hex(&bytes));
+        let mut loaded = self
+            .link(&name, source, component, cache, grants, sha256)
+            .await?;
         loaded.problems.extend(withheld);
         Ok(loaded)
     }
 
-    /// Asks a component for its tools, in an instance that is granted nothing. Returns the
-    /// valid tools and what was wrong with the others.
-    async fn describe(&self, pre: &PluginPre<CallState>) -> Result<(Vec<ToolSpec>, Vec<String>)> {
-        let (mut store, _stderr) = self.new_store(&Grants::none(), &[])?;
+    /// Asks a component for its tools, in an instance that is granted nothing, within
+    /// [`PluginHost::describe_limit`]. Returns the valid tools and what was wrong with the
+    /// others; a trap reports the plugin's stderr (a panic message) as a call does.
+    async fn describe(
+        &self,
+        name: &str,
+        pre: &PluginPre<CallState>,
+    ) -> Result<(Vec<ToolSpec>, Vec<String>), CallError> {
+        let limit = self.describe_limit();
+        let (mut store, stderr) = self
+            .new_store(&Grants::none(), &[], limit)
+            .map_err(CallError::Host)?;
         let run = async {
             let instance = pre.instantiate_async(&mut store).await?;
             instance.agent_tool_tool().call_describe(&mut store).await
         };
-        let specs = tokio::time::timeout(self.call_deadline(), run)
-            .await
-            .map_err(|_| anyhow!("it did not answer within {:?}", self.limits.time_limit))??;
+        let result = tokio::time::timeout(limit + BLOCKED_GRACE, run).await;
+        self.write_log(name, "describe()", "-", &store.data().logs)
+            .await;
+        let specs = match result {
+            Err(_elapsed) => return Err(CallError::Timeout(limit)),
+            Ok(Err(error)) => return Err(trap_error(error.into(), &stderr, limit)),
+            Ok(Ok(specs)) => specs,
+        };
         let mut tools: Vec<ToolSpec> = Vec::with_capacity(specs.len());
         let mut problems = Vec::new();
         for spec in specs {
@@ -527,16 +558,23 @@ impl PluginHost {
         Ok((tools, problems))
     }
 
-    /// How long a describe or call may take in all before it is dropped: the time limit,
-    /// plus a grace for a call blocked in the host to notice the epoch deadline first.
+    /// The time limit of `describe()`: [`DESCRIBE_LIMIT`], or the call limit if shorter.
+    fn describe_limit(&self) -> Duration {
+        DESCRIBE_LIMIT.min(self.limits.time_limit)
+    }
+
+    /// How long a call may take in all before it is dropped: the time limit, plus a grace
+    /// for a call blocked in the host to notice the epoch deadline first.
     fn call_deadline(&self) -> Duration {
         self.limits.time_limit + BLOCKED_GRACE
     }
 
+    /// A store for one call or describe(), with the plugin's grants, stopped after `limit`.
     fn new_store(
         &self,
         grants: &Grants,
         env: &[(String, String)],
+        limit: Duration,
     ) -> Result<(Store<CallState>, MemoryOutputPipe)> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let mut wasi = WasiCtxBuilder::new();
@@ -564,26 +602,25 @@ impl PluginHost {
                     .with_context(|| format!("opening the granted directory {guest}"))?;
             }
         }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         let state = CallState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            network: NetworkGate {
-                allowed: grants.network.clone(),
-                refused: Vec::new(),
-            },
-            table: ResourceTable::new(),
+            network: NetworkGate::new(grants.network.clone()),
+            table,
             limiter: MemoryLimiter {
                 limit: self.limits.memory_bytes,
                 used: 0,
             },
-            logs: Vec::new(),
+            logs: log::CallLog::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
+        store.set_max_component_handles(MAX_COMPONENT_HANDLES);
         // Running wasm checks the clock every tick and yields to the async runtime, so a
         // busy plugin never holds a runtime thread; past the limit it is interrupted.
         let started = Instant::now();
-        let limit = self.limits.time_limit;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if started.elapsed() >= limit {
@@ -605,7 +642,7 @@ impl PluginHost {
     ) -> Result<String, CallError> {
         let plugin = &self.plugins[index];
         let (mut store, stderr) = self
-            .new_store(&plugin.grants, &plugin.env)
+            .new_store(&plugin.grants, &plugin.env, self.limits.time_limit)
             .map_err(CallError::Host)?;
         let context = CallContext {
             call_id: call_id.to_string(),
@@ -623,71 +660,55 @@ impl PluginHost {
                 .await
         };
         let result = tokio::time::timeout(self.call_deadline(), run).await;
-        let refused = std::mem::take(&mut store.data_mut().network.refused);
-        self.write_log(plugin, tool, call_id, &store.data().logs);
+        let refused = store.data_mut().network.take_refused();
+        self.write_log(&plugin.name, tool, call_id, &store.data().logs)
+            .await;
         let result = match result {
             Err(_elapsed) => Err(CallError::Timeout(self.limits.time_limit)),
             Ok(Ok(Ok(text))) => Ok(cap_output(text, self.limits.output_bytes)),
             Ok(Ok(Err(error))) => Err(tool_error(error)),
-            Ok(Err(error)) => Err(self.trap_error(error.into(), &stderr)),
+            Ok(Err(error)) => Err(trap_error(
+                error.into(),
+                &stderr,
+                self.limits.time_limit,
+            )),
         };
         result.map_err(|error| with_refused_hosts(error, &refused))
     }
 
-    /// Appends a call's log lines to the log file. Logging is best effort: a log that
-    /// cannot be written never fails the call.
-    fn write_log(&self, plugin: &LoadedPlugin, tool: &str, call_id: &str, lines: &[String]) {
-        let Some(file) = &self.log_file else { return };
-        if lines.is_empty() {
-            return;
+    /// Appends a call's (or describe()'s) log lines to the log file, if there is one.
+    async fn write_log(&self, plugin: &str, tool: &str, call_id: &str, logs: &log::CallLog) {
+        if let Some(file) = &self.log_file {
+            log::append(file, plugin, tool, call_id, logs.lines()).await;
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let mut text = String::new();
-        for line in lines {
-            text.push_str(&format!(
-                "{}.{:03} {} {tool} {call_id} {line}\n",
-                now.as_secs(),
-                now.subsec_millis(),
-                plugin.name
-            ));
-        }
-        if let Some(dir) = file.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        use std::io::Write;
-        let _ = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file)
-            .and_then(|mut f| f.write_all(text.as_bytes()));
     }
+}
 
-    fn trap_error(&self, error: anyhow::Error, stderr: &MemoryOutputPipe) -> CallError {
-        if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
-            return CallError::Timeout(self.limits.time_limit);
-        }
-        if let Some(exceeded) = error.downcast_ref::<MemoryLimitExceeded>() {
-            return CallError::MemoryLimit {
-                wanted: exceeded.wanted,
-                limit: exceeded.limit,
-            };
-        }
-        let trap = match error.downcast_ref::<Trap>() {
-            Some(trap) => trap.to_string(),
-            None => format!("{error:#}"),
-        };
-        let captured = String::from_utf8_lossy(&stderr.contents())
-            .trim()
-            .to_string();
-        let stderr = if captured.is_empty() {
-            String::new()
-        } else {
-            format!("; its stderr said: {}", last_chars(&captured, 2000))
-        };
-        CallError::Trap { trap, stderr }
+/// What a failed describe or call says: a timeout, the memory limit, or a trap with the
+/// plugin's captured stderr (where a Rust panic prints its message).
+fn trap_error(error: anyhow::Error, stderr: &MemoryOutputPipe, limit: Duration) -> CallError {
+    if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+        return CallError::Timeout(limit);
     }
+    if let Some(exceeded) = error.downcast_ref::<MemoryLimitExceeded>() {
+        return CallError::MemoryLimit {
+            wanted: exceeded.wanted,
+            limit: exceeded.limit,
+        };
+    }
+    let trap = match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}"),
+    };
+    let captured = String::from_utf8_lossy(&stderr.contents())
+        .trim()
+        .to_string();
+    let stderr = if captured.is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr said: {}", last_chars(&captured, 2000))
+    };
+    CallError::Trap { trap, stderr }
 }
 
 /// The engine every plugin runs in: epoch interruption for time limits, and the pooling
@@ -821,8 +842,8 @@ fn with_refused_hosts(error: CallError, refused: &[String]) -> CallError {
         return error;
     }
     let note = format!(
-        " (the agent refused this plugin's HTTP request to {}: not in its manifest's network grant)",
-        refused.join(", ")
+        " (the agent refused this plugin's HTTP request to {})",
+        refused.join("; ")
     );
     match error {
         CallError::Tool { kind, message } => CallError::Tool {
