@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::plugins::{built, http_server, install, install_in, plugins_command};
-use crate::support::process::spawn;
-use crate::support::{ModelServer, Reply, TestEnv, agent, run, tool_use};
+use crate::support::{ModelServer, Reply, TestEnv, agent, run, spawn, tool_use};
 
 const MODE_MARKER: &[u8] = b"hostile-describe-mode:";
 
@@ -333,7 +332,7 @@ fn a_looping_describe_costs_its_short_limit_once_then_is_remembered() {
         second < Duration::from_secs(4),
         "a remembered failure costs no time: took {second:?}"
     );
-    let stored = std::fs::read_dir(cache.path().join("describe-failures"))
+    let stored = std::fs::read_dir(cache.path().join("components/describe-failures"))
         .unwrap()
         .count();
     assert_eq!(stored, 1);

@@ -91,7 +91,7 @@ fn cut(text: &str, limit: usize) -> &str {
 }
 
 /// Defines `agent:tool/host.log` in `linker`, reading the message in place.
-pub fn add_to_linker(linker: &mut Linker<CallState>) -> Result<()> {
+pub(super) fn add_to_linker(linker: &mut Linker<CallState>) -> Result<()> {
     let mut host = linker
         .instance(&format!(
             "{}/host@{}",
