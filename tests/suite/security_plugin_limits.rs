@@ -106,8 +106,7 @@ fn a_log_flood_in_describe_and_in_a_call_is_capped_and_costs_no_memory() {
         "plugins.log holds {size} bytes after 1.6 GB were logged"
     );
     assert!(
-        text.contains("hostile describe() - warn: [")
-            && text.contains("more log lines dropped"),
+        text.contains("hostile describe() - warn: [") && text.contains("more log lines dropped"),
         "describe()'s lines are capped with one marker line: {}",
         &text[text.len().saturating_sub(300)..]
     );
@@ -151,7 +150,10 @@ fn name_resolving_inside() -> Option<(String, String)> {
             continue;
         };
         let addresses: Vec<_> = addresses.collect();
-        if let Some(v4) = addresses.iter().find(|a| a.ip().is_loopback() && a.is_ipv4()) {
+        if let Some(v4) = addresses
+            .iter()
+            .find(|a| a.ip().is_loopback() && a.is_ipv4())
+        {
             return Some((name.to_string(), v4.ip().to_string()));
         }
     }
@@ -245,7 +247,10 @@ fn a_url_with_userinfo_is_refused() {
         text.contains("a URL with a user name or password"),
         "the refusal says why: {text}"
     );
-    assert_eq!(results[1].1, "HTTP 200", "the same host without userinfo works");
+    assert_eq!(
+        results[1].1, "HTTP 200",
+        "the same host without userinfo works"
+    );
 }
 
 #[test]
@@ -257,18 +262,28 @@ fn a_tool_whose_schema_a_run_rejects_is_refused_by_check_inspect_and_list() {
     let out = plugins_command(&env, &["check", file]);
     assert_eq!(out.code(), Some(1), "check fails: {out}");
     assert!(
-        out.stdout.contains("tool `typo`: the input schema is not a valid JSON Schema"),
+        out.stdout
+            .contains("tool `typo`: the input schema is not a valid JSON Schema"),
         "{out}"
     );
     assert!(!out.stdout.contains("ok:"), "{out}");
 
     let out = plugins_command(&env, &["inspect", file]);
-    assert!(out.stdout.contains("problem:") && out.stdout.contains("`typo`"), "{out}");
-    assert!(!out.stdout.contains("    typo  "), "typo is not listed as a tool: {out}");
+    assert!(
+        out.stdout.contains("problem:") && out.stdout.contains("`typo`"),
+        "{out}"
+    );
+    assert!(
+        !out.stdout.contains("    typo  "),
+        "typo is not listed as a tool: {out}"
+    );
 
     let out = plugins_command(&env, &["list"]);
     out.assert_success();
-    assert!(out.stdout.contains("problem:") && out.stdout.contains("`typo`"), "{out}");
+    assert!(
+        out.stdout.contains("problem:") && out.stdout.contains("`typo`"),
+        "{out}"
+    );
     assert!(out.stdout.contains("noop"), "the valid tool loads: {out}");
 }
 
@@ -295,7 +310,8 @@ fn a_panic_in_describe_shows_the_panic_message() {
     let out = plugins_command(&env, &["check", file.to_str().unwrap()]);
     assert_eq!(out.code(), Some(1), "{out}");
     assert!(
-        out.stdout.contains("describe() of the hostile plugin panicked on purpose"),
+        out.stdout
+            .contains("describe() of the hostile plugin panicked on purpose"),
         "{out}"
     );
 }
@@ -345,7 +361,10 @@ fn a_looping_describe_costs_its_short_limit_once_then_is_remembered() {
     let out = run(cmd, Duration::from_secs(60));
     out.assert_success();
     assert!(started.elapsed() < Duration::from_secs(4));
-    assert!(out.stderr.contains("remembered from an earlier start"), "{out}");
+    assert!(
+        out.stderr.contains("remembered from an earlier start"),
+        "{out}"
+    );
 }
 
 #[test]

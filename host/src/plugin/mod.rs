@@ -11,9 +11,15 @@
 //!   and symlinks that point out fail inside WASI, not by string checks;
 //! - the granted environment variables; no arguments, no stdin; stderr captured for
 //!   error reports;
-//! - outgoing HTTP only to the granted hosts; raw sockets are always refused;
+//! - outgoing HTTP only to the granted hosts, at addresses the grant means (see [`net`]);
+//!   raw sockets are always refused;
 //! - a time limit (the epoch deadline stops running wasm; a call blocked in the host is
-//!   dropped), a linear-memory limit and an output-size limit.
+//!   dropped), a linear-memory limit and an output-size limit;
+//! - bounded host-side state: `host.log` lines (see [`log`]), WASI resources, handles,
+//!   instances, tables and memories per store.
+//!
+//! `describe()` gets a shorter time limit than a call, and a `describe()` that traps or
+//! times out is remembered for those exact bytes (see [`describe_failures`]).
 //!
 //! A trap, an endless loop, a memory bomb or a stack overflow ends that one call with a
 //! [`CallError`]; the host and the other tools keep working.
@@ -512,7 +518,9 @@ impl PluginHost {
             manifest,
         };
         // The describe() failure memory is keyed by the bytes' hash.
-        let sha256 = std::fs::read(path).ok().map(|bytes| cache::sha256_hex(&bytes));
+        let sha256 = std::fs::read(path)
+            .ok()
+            .map(|bytes| cache::sha256_hex(&bytes));
         let mut loaded = self
             .link(&name, source, component, cache, grants, sha256)
             .await?;
@@ -667,11 +675,7 @@ impl PluginHost {
             Err(_elapsed) => Err(CallError::Timeout(self.limits.time_limit)),
             Ok(Ok(Ok(text))) => Ok(cap_output(text, self.limits.output_bytes)),
             Ok(Ok(Err(error))) => Err(tool_error(error)),
-            Ok(Err(error)) => Err(trap_error(
-                error.into(),
-                &stderr,
-                self.limits.time_limit,
-            )),
+            Ok(Err(error)) => Err(trap_error(error.into(), &stderr, self.limits.time_limit)),
         };
         result.map_err(|error| with_refused_hosts(error, &refused))
     }

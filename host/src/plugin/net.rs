@@ -87,12 +87,7 @@ pub fn is_internal(ip: IpAddr) -> bool {
 
 fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = v6.segments();
-    let tail = Ipv4Addr::new(
-        (s[6] >> 8) as u8,
-        s[6] as u8,
-        (s[7] >> 8) as u8,
-        s[7] as u8,
-    );
+    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     let compatible = s[..6].iter().all(|&x| x == 0);
     let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|&x| x == 0);
     (compatible || nat64).then_some(tail)
@@ -136,7 +131,11 @@ impl NetworkGate {
             // An address is granted only by a pattern that names it, never by a wildcard
             // (`*.0.0.1` would otherwise match 127.0.0.1).
             if names_literally(&self.allowed, ip, port) {
-                return Ok((host.to_string(), port, Plan::Literal(SocketAddr::new(ip, port))));
+                return Ok((
+                    host.to_string(),
+                    port,
+                    Plan::Literal(SocketAddr::new(ip, port)),
+                ));
             }
             return Err(Refusal::NotGranted(target));
         }
@@ -146,7 +145,6 @@ impl NetworkGate {
         let loopback_ok = host.eq_ignore_ascii_case("localhost");
         Ok((host.to_string(), port, Plan::Resolve { loopback_ok }))
     }
-
 }
 
 /// Whether a pattern of the grant names `ip` itself (a wildcard never does).
@@ -340,7 +338,11 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        NetworkGate::new(super::super::manifest::Grants::parse(&text).unwrap().network)
+        NetworkGate::new(
+            super::super::manifest::Grants::parse(&text)
+                .unwrap()
+                .network,
+        )
     }
 
     #[test]
