@@ -123,8 +123,9 @@ fn a_log_flood_in_describe_and_in_a_call_is_capped_and_costs_no_memory() {
         "plugins.log is private"
     );
     let peak_mib = peak.load(Ordering::SeqCst) / 1024;
+    eprintln!("peak memory after the flood: {peak_mib} MiB");
     assert!(
-        peak_mib < 400,
+        peak_mib < 200,
         "the agent's peak memory was {peak_mib} MiB after the flood"
     );
     assert!(started.elapsed() < Duration::from_secs(30));
