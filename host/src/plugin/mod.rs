@@ -102,16 +102,15 @@ const MAX_TABLES: usize = 100;
 const MAX_MEMORIES: usize = 20;
 /// - Elements of one table: the interpreters' function tables hold tens of thousands.
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
-///
-/// Left at wasmtime's defaults, on purpose:
-/// - the host-call allowance (`Store::set_hostcall_fuel`, 128 MiB): it bounds each single
-///   copy from the guest (reset at every host call, nothing accumulates), every such copy
-///   is already bounded by the guest's memory limit, and the same allowance bounds lifting
-///   a call's result, which the host accepts and then cuts to the output limit with a
-///   marker; lowering it would turn a long answer into a crash. `host.log`, the one import
-///   that kept what it was given, no longer copies its message at all (see [`log`]);
-/// - wasi:http's header limit (128 KiB per fields resource) and outgoing-body buffering
-///   (one chunk of at most 1 MiB): both already small and per request.
+// Left at wasmtime's defaults, on purpose:
+// - the host-call allowance (`Store::set_hostcall_fuel`, 128 MiB): it bounds each single
+//   copy from the guest (reset at every host call, nothing accumulates), every such copy
+//   is already bounded by the guest's memory limit, and the same allowance bounds lifting
+//   a call's result, which the host accepts and then cuts to the output limit with a
+//   marker; lowering it would turn a long answer into a crash. `host.log`, the one import
+//   that kept what it was given, no longer copies its message at all (see [`log`]);
+// - wasi:http's header limit (128 KiB per fields resource) and outgoing-body buffering
+//   (one chunk of at most 1 MiB): both already small and per request.
 
 /// Bounds applied to every plugin call.
 #[derive(Debug, Clone)]

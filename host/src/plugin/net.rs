@@ -345,6 +345,32 @@ mod tests {
         )
     }
 
+    fn empty_request(uri: &str) -> http::Request<WasiBody> {
+        let body = http_body_util::Empty::new()
+            .map_err(|never: std::convert::Infallible| match never {})
+            .boxed_unsync();
+        http::Request::get(uri).body(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn https_goes_to_the_checked_address_with_the_name_for_tls() {
+        // A server that accepts and hangs up: the TLS handshake fails cleanly (the TLS
+        // setup itself, provider and roots, works), at the address given, not the name.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                drop(socket);
+            }
+        });
+        let request = empty_request("https://does-not-resolve.invalid/");
+        let error = send(request, None, "does-not-resolve.invalid", &[address])
+            .await
+            .err()
+            .expect("the handshake fails");
+        assert!(matches!(error, Error::Tls(_)), "{error:?}");
+    }
+
     #[test]
     fn internal_addresses_are_recognised() {
         for ip in [
