@@ -74,8 +74,7 @@ fn open_private(path: &Path) -> Result<Option<String>, String> {
     if !meta.is_file() {
         return Err("it is not a regular file".into());
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::private_fs::current_uid();
     if meta.uid() != me {
         return Err(format!(
             "it is owned by uid {}, not by you (uid {me})",

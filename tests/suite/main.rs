@@ -15,4 +15,5 @@ mod repl;
 mod sandbox;
 mod security_host;
 mod security_model_terminal;
+mod security_plugin_limits;
 mod security_plugin_trust;

@@ -85,6 +85,11 @@ impl HostPattern {
         })
     }
 
+    /// Whether this is a `*.domain` pattern.
+    pub fn is_wildcard(&self) -> bool {
+        self.host.starts_with("*.")
+    }
+
     /// Whether a request to `host` (without brackets) on `port` is allowed by this pattern.
     pub fn matches(&self, host: &str, port: u16) -> bool {
         let host = host.to_ascii_lowercase();

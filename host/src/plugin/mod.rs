@@ -11,16 +11,25 @@
 //!   and symlinks that point out fail inside WASI, not by string checks;
 //! - the granted environment variables; no arguments, no stdin; stderr captured for
 //!   error reports;
-//! - outgoing HTTP only to the granted hosts; raw sockets are always refused;
+//! - outgoing HTTP only to the granted hosts, at addresses the grant means (see [`net`]);
+//!   raw sockets are always refused;
 //! - a time limit (the epoch deadline stops running wasm; a call blocked in the host is
-//!   dropped), a linear-memory limit and an output-size limit.
+//!   dropped), a linear-memory limit and an output-size limit;
+//! - bounded host-side state: `host.log` lines (see [`log`]), WASI resources, handles,
+//!   instances, tables and memories per store.
+//!
+//! `describe()` gets a shorter time limit than a call, and a `describe()` that traps or
+//! times out is remembered for those exact bytes (see [`describe_failures`]).
 //!
 //! A trap, an endless loop, a memory bomb or a stack overflow ends that one call with a
 //! [`CallError`]; the host and the other tools keep working.
 
 pub mod cache;
+pub mod describe_failures;
 pub mod discovery;
+pub mod log;
 pub mod manifest;
+pub mod net;
 pub mod trust;
 
 use std::path::{Path, PathBuf};
@@ -36,11 +45,13 @@ use wasmtime::{
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::tools::{ToolHints, ToolSpec};
 use cache::{CacheOutcome, Compiled, ComponentCache};
+use describe_failures::DescribeFailures;
 use manifest::{Access, Grants, HostPattern};
+use net::{NetworkGate, Refusal};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -50,9 +61,8 @@ mod bindings {
     });
 }
 
-use bindings::agent::tool::host::LogLevel;
+use bindings::PluginPre;
 use bindings::agent::tool::types::{CallContext, ToolError};
-use bindings::{Plugin as PluginBindings, PluginPre};
 
 /// The WIT package this host implements; components built against another minor series
 /// are refused with a message saying so.
@@ -69,6 +79,38 @@ const BLOCKED_GRACE: Duration = Duration::from_millis(500);
 /// Component instances the pooling allocator keeps slots for; a call beyond this many at
 /// once fails to instantiate (calls run one at a time today).
 const POOL_INSTANCES: u32 = 100;
+/// The longest a `describe()` may take: it only lists tools, so a few seconds is plenty,
+/// and a looping one must not cost a full call limit on start-up (the call limit is used
+/// when it is shorter).
+const DESCRIBE_LIMIT: Duration = Duration::from_secs(5);
+
+/// What one store (one call) may hold in host-side tables and instances. Each number is
+/// what a tool plausibly needs, with a wide margin, far below wasmtime's defaults (a
+/// million table entries, 100,000 handles, 10,000 instances/tables/memories):
+/// - WASI resources (open files and directories, streams, pollables, HTTP requests and
+///   responses): a tool walking a tree keeps one descriptor and stream per level open,
+///   an interpreter a few dozen; 10,000 live at once is generous, and bounds the host
+///   memory a guest can pin by opening and never closing.
+const MAX_RESOURCES: usize = 10_000;
+/// - Component-model handles the guest creates itself (`resource.new`).
+const MAX_COMPONENT_HANDLES: usize = 10_000;
+/// - Core instances, tables and memories of one component: the interpreter-based
+///   components (componentize-py, componentize-js) link the most, under twenty core
+///   instances, a few dozen tables and a handful of memories.
+const MAX_CORE_INSTANCES: usize = 100;
+const MAX_TABLES: usize = 100;
+const MAX_MEMORIES: usize = 20;
+/// - Elements of one table: the interpreters' function tables hold tens of thousands.
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+// Left at wasmtime's defaults, on purpose:
+// - the host-call allowance (`Store::set_hostcall_fuel`, 128 MiB): it bounds each single
+//   copy from the guest (reset at every host call, nothing accumulates), every such copy
+//   is already bounded by the guest's memory limit, and the same allowance bounds lifting
+//   a call's result, which the host accepts and then cuts to the output limit with a
+//   marker; lowering it would turn a long answer into a crash. `host.log`, the one import
+//   that kept what it was given, no longer copies its message at all (see [`log`]);
+// - wasi:http's header limit (128 KiB per fields resource) and outgoing-body buffering
+//   (one chunk of at most 1 MiB): both already small and per request.
 
 /// Bounds applied to every plugin call.
 #[derive(Debug, Clone)]
@@ -121,7 +163,7 @@ struct CallState {
     network: NetworkGate,
     table: ResourceTable,
     limiter: MemoryLimiter,
-    logs: Vec<String>,
+    logs: log::CallLog,
 }
 
 impl WasiView for CallState {
@@ -143,60 +185,7 @@ impl WasiHttpView for CallState {
     }
 }
 
-impl bindings::agent::tool::host::Host for CallState {
-    fn log(&mut self, level: LogLevel, message: String) {
-        const MAX_LOG_LINES: usize = 1000;
-        if self.logs.len() < MAX_LOG_LINES {
-            let level = match level {
-                LogLevel::Debug => "debug",
-                LogLevel::Info => "info",
-                LogLevel::Warn => "warn",
-                LogLevel::Error => "error",
-            };
-            let message = message.replace('\n', " ");
-            self.logs.push(format!("{level}: {message}"));
-        }
-    }
-}
-
 impl bindings::agent::tool::types::Host for CallState {}
-
-/// Lets outgoing HTTP requests through only to the hosts of the plugin's network grant,
-/// and remembers the ones it refused so the error can name them.
-struct NetworkGate {
-    allowed: Vec<HostPattern>,
-    refused: Vec<String>,
-}
-
-impl WasiHttpHooks for NetworkGate {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-        fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-                )>,
-            > + Send,
-    > {
-        let uri = request.uri();
-        let host = uri.host().unwrap_or_default();
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        if !self.allowed.iter().any(|p| p.matches(&host, port)) {
-            self.refused.push(format!("{host}:{port}"));
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        wasmtime_wasi_http::default_hooks().send_request(request, options, fut)
-    }
-}
 
 /// The memory limit of one call. Unlike a plain refusal, which many languages turn into
 /// an abort with no reason given, going over the limit stops the call with an error that
@@ -241,7 +230,19 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
     }
 }
 
@@ -342,6 +343,7 @@ pub struct PluginHost {
     pooling: bool,
     /// Where the lines plugins send to `host.log` go, if anywhere.
     log_file: Option<PathBuf>,
+    describe_failures: DescribeFailures,
     _ticker: EpochTicker,
 }
 
@@ -360,13 +362,15 @@ impl PluginHost {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking WASI HTTP")?;
-        PluginBindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+        bindings::agent::tool::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
-            .context("linking the agent:tool host interface")?;
+            .context("linking the agent:tool types interface")?;
+        log::add_to_linker(&mut linker).context("linking the agent:tool host interface")?;
         Ok(PluginHost {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
+            describe_failures: DescribeFailures::new(cache_dir.as_deref()),
             cache: ComponentCache::new(cache_dir),
             limits,
             workspace: workspace.to_path_buf(),
@@ -458,12 +462,30 @@ impl PluginHost {
             .iter()
             .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
             .collect();
-        let (tools, problems) = self
-            .describe(&pre)
-            .await
-            .with_context(|| format!("calling describe() of {source}"))?;
+        // A describe() that failed for these exact bytes fails again without running.
+        let failure_key = DescribeFailures::key(&self.engine, &sha256);
+        if let Some(message) = self.describe_failures.get(&failure_key) {
+            bail!(
+                "{source}: describe() failed: {message} (remembered from an earlier start for this exact file; a changed file is tried again)"
+            );
+        }
+        let (tools, problems) = match self.describe(name, &pre).await {
+            Ok(described) => described,
+            Err(CallError::Host(error)) => {
+                return Err(error.context(format!("calling describe() of {source}")));
+            }
+            Err(failure) => {
+                let message = failure.to_string();
+                self.describe_failures.remember(&failure_key, &message);
+                bail!("{source}: describe() failed: {message}");
+            }
+        };
         if tools.is_empty() {
-            bail!("{source}: describe() offered no valid tool");
+            let reasons = match problems.is_empty() {
+                true => "it returned an empty list".to_string(),
+                false => problems.join("; "),
+            };
+            bail!("{source}: describe() offered no valid tool: {reasons}");
         }
         let problems = problems
             .into_iter()
@@ -566,17 +588,30 @@ impl PluginHost {
         Ok(loaded)
     }
 
-    /// Asks a component for its tools, in an instance that is granted nothing. Returns the
-    /// valid tools and what was wrong with the others.
-    async fn describe(&self, pre: &PluginPre<CallState>) -> Result<(Vec<ToolSpec>, Vec<String>)> {
-        let (mut store, _stderr) = self.new_store(&Grants::none(), &[])?;
+    /// Asks a component for its tools, in an instance that is granted nothing, within
+    /// [`PluginHost::describe_limit`]. Returns the valid tools and what was wrong with the
+    /// others; a trap reports the plugin's stderr (a panic message) as a call does.
+    async fn describe(
+        &self,
+        name: &str,
+        pre: &PluginPre<CallState>,
+    ) -> Result<(Vec<ToolSpec>, Vec<String>), CallError> {
+        let limit = self.describe_limit();
+        let (mut store, stderr) = self
+            .new_store(&Grants::none(), &[], limit)
+            .map_err(CallError::Host)?;
         let run = async {
             let instance = pre.instantiate_async(&mut store).await?;
             instance.agent_tool_tool().call_describe(&mut store).await
         };
-        let specs = tokio::time::timeout(self.call_deadline(), run)
-            .await
-            .map_err(|_| anyhow!("it did not answer within {:?}", self.limits.time_limit))??;
+        let result = tokio::time::timeout(limit + BLOCKED_GRACE, run).await;
+        self.write_log(name, "describe()", "-", &store.data().logs)
+            .await;
+        let specs = match result {
+            Err(_elapsed) => return Err(CallError::Timeout(limit)),
+            Ok(Err(error)) => return Err(trap_error(error.into(), &stderr, limit)),
+            Ok(Ok(specs)) => specs,
+        };
         let mut tools: Vec<ToolSpec> = Vec::with_capacity(specs.len());
         let mut problems = Vec::new();
         for spec in specs {
@@ -591,16 +626,23 @@ impl PluginHost {
         Ok((tools, problems))
     }
 
-    /// How long a describe or call may take in all before it is dropped: the time limit,
-    /// plus a grace for a call blocked in the host to notice the epoch deadline first.
+    /// The time limit of `describe()`: [`DESCRIBE_LIMIT`], or the call limit if shorter.
+    fn describe_limit(&self) -> Duration {
+        DESCRIBE_LIMIT.min(self.limits.time_limit)
+    }
+
+    /// How long a call may take in all before it is dropped: the time limit, plus a grace
+    /// for a call blocked in the host to notice the epoch deadline first.
     fn call_deadline(&self) -> Duration {
         self.limits.time_limit + BLOCKED_GRACE
     }
 
+    /// A store for one call or describe(), with the plugin's grants, stopped after `limit`.
     fn new_store(
         &self,
         grants: &Grants,
         env: &[(String, String)],
+        limit: Duration,
     ) -> Result<(Store<CallState>, MemoryOutputPipe)> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let mut wasi = WasiCtxBuilder::new();
@@ -628,26 +670,25 @@ impl PluginHost {
                     .with_context(|| format!("opening the granted directory {guest}"))?;
             }
         }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         let state = CallState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            network: NetworkGate {
-                allowed: grants.network.clone(),
-                refused: Vec::new(),
-            },
-            table: ResourceTable::new(),
+            network: NetworkGate::new(grants.network.clone()),
+            table,
             limiter: MemoryLimiter {
                 limit: self.limits.memory_bytes,
                 used: 0,
             },
-            logs: Vec::new(),
+            logs: log::CallLog::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
+        store.set_max_component_handles(MAX_COMPONENT_HANDLES);
         // Running wasm checks the clock every tick and yields to the async runtime, so a
         // busy plugin never holds a runtime thread; past the limit it is interrupted.
         let started = Instant::now();
-        let limit = self.limits.time_limit;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if started.elapsed() >= limit {
@@ -669,7 +710,7 @@ impl PluginHost {
     ) -> Result<String, CallError> {
         let plugin = &self.plugins[index];
         let (mut store, stderr) = self
-            .new_store(&plugin.grants, &plugin.env)
+            .new_store(&plugin.grants, &plugin.env, self.limits.time_limit)
             .map_err(CallError::Host)?;
         let context = CallContext {
             call_id: call_id.to_string(),
@@ -687,75 +728,55 @@ impl PluginHost {
                 .await
         };
         let result = tokio::time::timeout(self.call_deadline(), run).await;
-        let refused = std::mem::take(&mut store.data_mut().network.refused);
+        let refused = store.data_mut().network.take_refused();
         let withheld = plugin.withheld.as_ref().map(|grants| Withheld {
             network: &grants.network,
             plugin: &plugin.source,
         });
-        self.write_log(plugin, tool, call_id, &store.data().logs);
+        self.write_log(&plugin.name, tool, call_id, &store.data().logs)
+            .await;
         let result = match result {
             Err(_elapsed) => Err(CallError::Timeout(self.limits.time_limit)),
             Ok(Ok(Ok(text))) => Ok(cap_output(text, self.limits.output_bytes)),
             Ok(Ok(Err(error))) => Err(tool_error(error)),
-            Ok(Err(error)) => Err(self.trap_error(error.into(), &stderr)),
+            Ok(Err(error)) => Err(trap_error(error.into(), &stderr, self.limits.time_limit)),
         };
         result.map_err(|error| with_refused_hosts(error, &refused, withheld))
     }
 
-    /// Appends a call's log lines to the log file. Logging is best effort: a log that
-    /// cannot be written never fails the call.
-    fn write_log(&self, plugin: &LoadedPlugin, tool: &str, call_id: &str, lines: &[String]) {
-        let Some(file) = &self.log_file else { return };
-        if lines.is_empty() {
-            return;
+    /// Appends a call's (or describe()'s) log lines to the log file, if there is one.
+    async fn write_log(&self, plugin: &str, tool: &str, call_id: &str, logs: &log::CallLog) {
+        if let Some(file) = &self.log_file {
+            log::append(file, plugin, tool, call_id, logs.lines()).await;
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let mut text = String::new();
-        for line in lines {
-            text.push_str(&format!(
-                "{}.{:03} {} {tool} {call_id} {line}\n",
-                now.as_secs(),
-                now.subsec_millis(),
-                plugin.name
-            ));
-        }
-        if let Some(dir) = file.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        use std::io::Write;
-        let _ = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file)
-            .and_then(|mut f| f.write_all(text.as_bytes()));
     }
+}
 
-    fn trap_error(&self, error: anyhow::Error, stderr: &MemoryOutputPipe) -> CallError {
-        if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
-            return CallError::Timeout(self.limits.time_limit);
-        }
-        if let Some(exceeded) = error.downcast_ref::<MemoryLimitExceeded>() {
-            return CallError::MemoryLimit {
-                wanted: exceeded.wanted,
-                limit: exceeded.limit,
-            };
-        }
-        let trap = match error.downcast_ref::<Trap>() {
-            Some(trap) => trap.to_string(),
-            None => format!("{error:#}"),
-        };
-        let captured = String::from_utf8_lossy(&stderr.contents())
-            .trim()
-            .to_string();
-        let stderr = if captured.is_empty() {
-            String::new()
-        } else {
-            format!("; its stderr said: {}", last_chars(&captured, 2000))
-        };
-        CallError::Trap { trap, stderr }
+/// What a failed describe or call says: a timeout, the memory limit, or a trap with the
+/// plugin's captured stderr (where a Rust panic prints its message).
+fn trap_error(error: anyhow::Error, stderr: &MemoryOutputPipe, limit: Duration) -> CallError {
+    if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+        return CallError::Timeout(limit);
     }
+    if let Some(exceeded) = error.downcast_ref::<MemoryLimitExceeded>() {
+        return CallError::MemoryLimit {
+            wanted: exceeded.wanted,
+            limit: exceeded.limit,
+        };
+    }
+    let trap = match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}"),
+    };
+    let captured = String::from_utf8_lossy(&stderr.contents())
+        .trim()
+        .to_string();
+    let stderr = if captured.is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr said: {}", last_chars(&captured, 2000))
+    };
+    CallError::Trap { trap, stderr }
 }
 
 /// The engine every plugin runs in: epoch interruption for time limits, and the pooling
@@ -895,32 +916,40 @@ struct Withheld<'a> {
 /// manifest but withheld until the user trusts the plugin.
 fn with_refused_hosts(
     error: CallError,
-    refused: &[String],
+    refused: &[Refusal],
     withheld: Option<Withheld<'_>>,
 ) -> CallError {
     if refused.is_empty() {
         return error;
     }
-    let is_withheld = |target: &String| {
-        withheld.is_some_and(|w| {
+    // A request the manifest grants but that was withheld for want of trust is told
+    // apart from one no grant covers.
+    let is_withheld = |refusal: &&Refusal| match (refusal, &withheld) {
+        (Refusal::NotGranted(target), Some(w)) => {
             target.rsplit_once(':').is_some_and(|(host, port)| {
                 port.parse()
                     .is_ok_and(|port| w.network.iter().any(|p| p.matches(host, port)))
             })
-        })
+        }
+        _ => false,
     };
-    let (held, denied): (Vec<String>, Vec<String>) = refused
-        .iter()
-        .cloned()
-        .partition(|target| is_withheld(target));
+    let (held, denied): (Vec<&Refusal>, Vec<&Refusal>) = refused.iter().partition(is_withheld);
     let mut note = String::new();
     if !denied.is_empty() {
+        let denied: Vec<String> = denied.iter().map(ToString::to_string).collect();
         note.push_str(&format!(
-            " (the agent refused this plugin's HTTP request to {}: not in its manifest's network grant)",
-            denied.join(", ")
+            " (the agent refused this plugin's HTTP request to {})",
+            denied.join("; ")
         ));
     }
     if let (false, Some(withheld)) = (held.is_empty(), withheld) {
+        let held: Vec<&str> = held
+            .iter()
+            .filter_map(|r| match r {
+                Refusal::NotGranted(target) => Some(target.as_str()),
+                _ => None,
+            })
+            .collect();
         note.push_str(&format!(
             " (the agent refused this plugin's HTTP request to {}: its manifest grants it, but this plugin came with the workspace and the grant is withheld until the user approves it with `agent plugins trust {}`)",
             held.join(", "),

@@ -37,8 +37,15 @@ pub struct ToolSpec {
 
 impl ToolSpec {
     /// Checks what the model API requires of a tool: a name of 1 to 64 characters of
-    /// `[a-zA-Z0-9_-]` and an object schema.
+    /// `[a-zA-Z0-9_-]` and an object schema that compiles as a JSON Schema. This is the
+    /// one check for every path (loading, `plugins list|inspect|check`, the registry), so
+    /// a tool that a real run would refuse is refused everywhere, with the same reason.
     pub fn validate(&self) -> Result<()> {
+        self.validator().map(|_| ())
+    }
+
+    /// [`ToolSpec::validate`], returning the compiled schema that checks inputs.
+    pub fn validator(&self) -> Result<jsonschema::Validator> {
         let name_ok = (1..=64).contains(&self.name.len())
             && self
                 .name
@@ -56,7 +63,12 @@ impl ToolSpec {
                 self.name
             );
         }
-        Ok(())
+        jsonschema::validator_for(&self.input_schema).map_err(|e| {
+            anyhow::anyhow!(
+                "tool `{}`: the input schema is not a valid JSON Schema: {e}",
+                self.name
+            )
+        })
     }
 }
 
@@ -174,12 +186,7 @@ impl ToolRegistry {
 
     /// Registers a tool whose name is free.
     fn add(&mut self, spec: ToolSpec, handler: Handler) -> Result<(), String> {
-        let validator = jsonschema::validator_for(&spec.input_schema).map_err(|e| {
-            format!(
-                "tool `{}`: the input schema is not a valid JSON Schema: {e}",
-                spec.name
-            )
-        })?;
+        let validator = spec.validator().map_err(|e| format!("{e:#}"))?;
         self.handlers
             .insert(spec.name.clone(), (handler, validator));
         self.specs.push(spec);

@@ -6,6 +6,11 @@
 //! tests check that each ends in a clear error for the model and that the next call works.
 //! `noop` and `count_calls` measure and prove the fresh-instance-per-call model.
 //! `describe` also offers two invalid tools, which the host must skip by name.
+//!
+//! `describe()` has no input, and runs with nothing granted, so what it does is chosen by
+//! the bytes of the component itself: the tests copy the component and overwrite the mode
+//! in [`DESCRIBE_MODE`] (same length, found by its marker) to get a describe() that
+//! panics, loops, floods the log, or offers only tools whose schemas are broken.
 
 mod bindings {
     wit_bindgen::generate!({
@@ -16,11 +21,36 @@ mod bindings {
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bindings::agent::tool::host::{LogLevel, log};
 use bindings::agent::tool::types::{CallContext, ToolError, ToolHints, ToolSpec};
 use bindings::exports::agent::tool::tool::Guest;
 use serde_json::Value;
 
 struct Hostile;
+
+/// What describe() does: the ten bytes after the marker, `.`-padded: `normal`, `panic`,
+/// `loop`, `logflood`, `badschema` (one good tool and one whose schema does not compile),
+/// `allbad` (only invalid tools). Tests patch the bytes in a copy of the component.
+static DESCRIBE_MODE: [u8; 32] = *b"hostile-describe-mode:normal....";
+
+fn describe_mode() -> String {
+    // Volatile reads, so the optimizer cannot fold the mode in at compile time.
+    let bytes: Vec<u8> = (22..32)
+        .map(|i| unsafe { std::ptr::read_volatile(&DESCRIBE_MODE[i]) })
+        .collect();
+    String::from_utf8_lossy(&bytes)
+        .trim_end_matches('.')
+        .to_string()
+}
+
+/// Logs `lines` lines of `kib` KiB each (the same string each time, so the guest itself
+/// needs only one copy).
+fn log_flood(lines: u64, kib: u64) {
+    let line = "L".repeat((kib as usize) << 10);
+    for _ in 0..lines {
+        log(LogLevel::Info, &line);
+    }
+}
 
 /// Calls served by this instance; a fresh instance per call always says 1.
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -36,6 +66,43 @@ fn tool(name: &str, description: &str, properties: &str) -> ToolSpec {
 
 impl Guest for Hostile {
     fn describe() -> Vec<ToolSpec> {
+        match describe_mode().as_str() {
+            "panic" => panic!("describe() of the hostile plugin panicked on purpose"),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "logflood" => log_flood(200, 4096),
+            "badschema" => {
+                return vec![
+                    tool("noop", "Return an empty string at once.", ""),
+                    tool(
+                        "typo",
+                        "A schema with a misspelled type.",
+                        r#""x":{"type":"strng"}"#,
+                    ),
+                ];
+            }
+            "allbad" => {
+                return vec![
+                    tool("bad name!", "An invalid tool name.", ""),
+                    tool(
+                        "typo",
+                        "A schema with a misspelled type.",
+                        r#""x":{"type":"strng"}"#,
+                    ),
+                    ToolSpec {
+                        name: "not_json".into(),
+                        description: "A schema that is not JSON.".into(),
+                        input_schema: "{".into(),
+                        hints: ToolHints::empty(),
+                    },
+                ];
+            }
+            _ => {}
+        }
         let mut tools = vec![
             tool("noop", "Return an empty string at once.", ""),
             tool(
@@ -89,6 +156,11 @@ impl Guest for Hostile {
                 "env",
                 "Read an environment variable.",
                 r#""name":{"type":"string"}"#,
+            ),
+            tool(
+                "log_flood",
+                "Send `lines` lines of `kib` KiB each to host.log.",
+                r#""lines":{"type":"integer"},"kib":{"type":"integer"}"#,
             ),
             tool(
                 "fetch",
@@ -153,6 +225,10 @@ impl Guest for Hostile {
                 .map(|()| "written".into())
                 .map_err(|e| ToolError::Io(e.to_string())),
             "env" => std::env::var(text("name")).map_err(|e| ToolError::NotFound(e.to_string())),
+            "log_flood" => {
+                log_flood(number("lines"), number("kib"));
+                Ok("logged".into())
+            }
             "fetch" => fetch(&text("scheme"), &text("authority"), &text("path")),
             other => Err(ToolError::InvalidInput(format!("unknown tool `{other}`"))),
         }
