@@ -22,7 +22,10 @@ pub fn built(stem: &str) -> PathBuf {
 pub fn example(file: &str) -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .nth(2)
+            .unwrap();
         let out = root.join("target/example-plugins");
         let output = Command::new(root.join("scripts/build-example-plugins"))
             .arg(&out)

@@ -13,12 +13,12 @@ use serde_json::{Value, json};
 
 use crate::cli::PluginsCommand;
 use crate::config::Config;
-use crate::plugin::discovery::{self, Origin};
-use crate::plugin::manifest::Grants;
-use crate::plugin::trust::{Approval, TrustStore};
-use crate::plugin::{Loaded, LoadedPlugin, PluginHost, PluginSource};
 use crate::render::OutputFormat;
 use crate::tools::{ToolSpec, name_clashes};
+use agent_plugin_runtime::discovery::{self, Origin};
+use agent_plugin_runtime::manifest::Grants;
+use agent_plugin_runtime::trust::{Approval, TrustStore};
+use agent_plugin_runtime::{Loaded, LoadedPlugin, PluginHost, PluginSource};
 
 /// The built-in file tools component, built from `plugins/fs-tools` by the build script.
 const FS_TOOLS_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fs_tools.wasm"));
@@ -378,7 +378,7 @@ async fn trust(config: &Config, store: &TrustStore, file: &Path) -> Result<bool>
         component_sha256: plugin.sha256.clone(),
         manifest_sha256: manifest.sha256.clone(),
         grants: asked.clone(),
-        approved_at: crate::plugin::trust::now(),
+        approved_at: agent_plugin_runtime::trust::now(),
     })?;
     let report = json!({
         "file": path,

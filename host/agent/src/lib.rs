@@ -8,12 +8,13 @@
 //! - [`agent`] is the loop: it owns the conversation, calls the [`model`], runs tools through
 //!   the [`tools`] registry, and injects finished background tasks before each model call.
 //! - [`tools`] maps names to native tools (`bash`, background tasks) or plugin tools.
-//! - [`plugin`] runs WASI components in wasmtime, one sandboxed, bounded instance per call;
+//! - [`agent_plugin_runtime`] (its own crate, which knows nothing of the agent) runs WASI
+//!   components in wasmtime, one sandboxed, bounded instance per call;
 //!   [`plugin_commands`] decides which plugins load and runs `agent plugins ...`.
 //! - [`background`] owns background tasks and their notifications; [`process`] is the one
 //!   place processes are spawned and killed; [`output`] bounds captured output;
-//!   [`tasklog`] pages through task logs; [`private_fs`] keeps what the agent stores
-//!   private to the user.
+//!   [`tasklog`] pages through task logs; the runtime's `private_fs` keeps what the agent
+//!   stores private to the user.
 //! - [`render`] turns events into text or JSON lines: library code never prints;
 //!   [`status`] is its live status line of running tasks; [`ui_text`] makes untrusted text
 //!   safe to show on a terminal (every print path uses it).
@@ -26,9 +27,7 @@ pub mod config;
 pub mod dotenv;
 pub mod model;
 pub mod output;
-pub mod plugin;
 pub mod plugin_commands;
-pub mod private_fs;
 pub mod process;
 pub mod render;
 pub mod repl;

@@ -18,8 +18,9 @@ const EMBEDDED: &str = "fs_tools";
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir
-        .parent()
-        .expect("host/ sits in the workspace root")
+        .ancestors()
+        .nth(2)
+        .expect("host/agent/ sits two levels below the workspace root")
         .to_path_buf();
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
     let target_dir = root.join("target").join("wasm-plugins");

@@ -15,8 +15,8 @@ use anyhow::{Context, Result};
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, WasmStr};
 
-use super::CallState;
 use super::bindings::agent::tool::host::LogLevel;
+use crate::sandbox::CallState;
 
 /// The longest line kept; the rest of a longer message is cut with a marker.
 pub const MAX_LINE_BYTES: usize = 4 * 1024;

@@ -74,7 +74,7 @@ fn open_private(path: &Path) -> Result<Option<String>, String> {
     if !meta.is_file() {
         return Err("it is not a regular file".into());
     }
-    let me = crate::private_fs::current_uid();
+    let me = agent_plugin_runtime::private_fs::current_uid();
     if meta.uid() != me {
         return Err(format!(
             "it is owned by uid {}, not by you (uid {me})",

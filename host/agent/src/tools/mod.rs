@@ -2,7 +2,7 @@
 //!
 //! Two kinds of tool live here behind one interface: native tools (`bash` and the
 //! background-task tools, the only ones that start processes) and plugin tools (every file
-//! tool, run as a WebAssembly component by the [`crate::plugin`] runtime). The agent loop
+//! tool, run as a WebAssembly component by the [`agent_plugin_runtime`]). The agent loop
 //! only sees [`ToolSpec`]s and [`ToolOutput`]s.
 
 mod file_modes;
@@ -11,66 +11,11 @@ pub mod native;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
 use serde_json::Value;
 
-use crate::plugin::{LoadedPlugin, PluginHost};
+use agent_plugin_runtime::{LoadedPlugin, PluginHost};
+pub use agent_plugin_runtime::{ToolHints, ToolSpec};
 use native::NativeTools;
-
-/// What the host may assume about a tool.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ToolHints {
-    pub read_only: bool,
-    pub destructive: bool,
-    pub idempotent: bool,
-}
-
-/// A tool as offered to the model.
-#[derive(Debug, Clone)]
-pub struct ToolSpec {
-    pub name: String,
-    pub description: String,
-    /// JSON Schema of the input; always an object schema.
-    pub input_schema: Value,
-    pub hints: ToolHints,
-}
-
-impl ToolSpec {
-    /// Checks what the model API requires of a tool: a name of 1 to 64 characters of
-    /// `[a-zA-Z0-9_-]` and an object schema that compiles as a JSON Schema. This is the
-    /// one check for every path (loading, `plugins list|inspect|check`, the registry), so
-    /// a tool that a real run would refuse is refused everywhere, with the same reason.
-    pub fn validate(&self) -> Result<()> {
-        self.validator().map(|_| ())
-    }
-
-    /// [`ToolSpec::validate`], returning the compiled schema that checks inputs.
-    pub fn validator(&self) -> Result<jsonschema::Validator> {
-        let name_ok = (1..=64).contains(&self.name.len())
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !name_ok {
-            bail!(
-                "tool name {:?} is invalid: use 1 to 64 characters of a-z, A-Z, 0-9, `_` and `-`",
-                self.name
-            );
-        }
-        if self.input_schema.get("type").and_then(Value::as_str) != Some("object") {
-            bail!(
-                "tool `{}`: the input schema must be a JSON object schema ({{\"type\": \"object\", ...}})",
-                self.name
-            );
-        }
-        jsonschema::validator_for(&self.input_schema).map_err(|e| {
-            anyhow::anyhow!(
-                "tool `{}`: the input schema is not a valid JSON Schema: {e}",
-                self.name
-            )
-        })
-    }
-}
 
 /// The result of one tool call, as the model sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

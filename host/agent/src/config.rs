@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use crate::cli::Cli;
 use crate::model::anthropic::{AnthropicConfig, DEFAULT_BASE_URL, DEFAULT_IDLE_TIMEOUT};
-use crate::plugin::PluginLimits;
-use crate::plugin::discovery::Origin;
 use crate::render::OutputFormat;
+use agent_plugin_runtime::PluginLimits;
+use agent_plugin_runtime::discovery::Origin;
 
 /// A setting is missing or wrong; the message says which and how to fix it.
 #[derive(Debug, thiserror::Error)]

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agent_host::plugin::manifest::Grants;
-use agent_host::plugin::{PluginHost, PluginLimits, PluginSource};
+use agent_plugin_runtime::manifest::Grants;
+use agent_plugin_runtime::{PluginHost, PluginLimits, PluginSource};
 
 const BUILT: &str = env!("AGENT_PLUGIN_BUILD_DIR");
 
@@ -146,7 +146,8 @@ fn plugins_list(root: &Path, workspace: &Path, cache: &Path) -> Duration {
 
 fn list_command(workspace: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap()
         .to_path_buf();
     install_three_plugins(&root, &workspace.join(".agent/plugins"));

@@ -97,7 +97,7 @@ pub async fn run(
     if let Some(state_dir) = config.history_file.parent() {
         // Without the directory the history is simply not saved (rustyline keeps the
         // file itself 0600).
-        let _ = crate::private_fs::ensure_private_dir(state_dir);
+        let _ = agent_plugin_runtime::private_fs::ensure_private_dir(state_dir);
     }
     let (reader, printer) = LineReader::start(config.history_file.clone());
     let announcer = announce_finished_tasks(background, renderer.clone(), printer);

@@ -17,8 +17,8 @@ use std::io::Write;
 use tokio::sync::{Notify, Semaphore, broadcast, oneshot};
 
 use crate::output::HeadTail;
-use crate::private_fs;
 use crate::process::{self, Ending, ExitKind};
+use agent_plugin_runtime::private_fs;
 
 /// Output kept in memory per task for `check_background`.
 const TASK_OUTPUT_LIMIT: usize = 50_000;
