@@ -13,7 +13,6 @@ use crate::background::{BackgroundConfig, BackgroundManager};
 use crate::cli::{Cli, Command};
 use crate::config::Config;
 use crate::model::anthropic::AnthropicClient;
-use crate::plugin_commands::load_plugins;
 use crate::render::{Event, Renderer};
 use crate::status::StatusLine;
 use crate::tools::ToolRegistry;
@@ -35,7 +34,7 @@ struct ShutdownGuard(BackgroundManager);
 impl Drop for ShutdownGuard {
     fn drop(&mut self) {
         self.0.kill_all_now();
-        crate::process::kill_orphans_now();
+        crate::orphans::kill_orphans_now();
     }
 }
 
@@ -52,8 +51,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     // Check the key before the slower plugin loading, so a missing key fails at once.
     let client =
         AnthropicClient::new(config.model.require_key()?).context("creating the HTTP client")?;
-    let (plugins, plugin_problems) = load_plugins(&config).await?;
-    crate::process::spawn_orphan_reaper();
+    let (plugins, plugin_problems) = crate::plugin_commands::catalog(&config).load().await?;
+    crate::orphans::spawn_orphan_reaper();
 
     let background = BackgroundManager::new(BackgroundConfig {
         workspace: config.workspace.clone(),
@@ -92,7 +91,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     };
     background.shutdown().await;
     // Whatever left its group (`setsid daemon &`) was re-parented to the agent: end it.
-    crate::process::end_orphans(crate::process::KILL_GRACE).await;
+    crate::orphans::end_orphans(crate::process::KILL_GRACE).await;
     renderer.idle();
     outcome
 }

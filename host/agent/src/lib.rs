@@ -12,7 +12,8 @@
 //!   components in wasmtime, one sandboxed, bounded instance per call;
 //!   [`plugin_commands`] decides which plugins load and runs `agent plugins ...`.
 //! - [`background`] owns background tasks and their notifications; [`process`] is the one
-//!   place processes are spawned and killed; [`output`] bounds captured output;
+//!   place processes are spawned and killed, [`orphans`] ends what they leave behind and
+//!   [`host_secrets`] keeps them out of the agent's own memory; [`output`] bounds captured output;
 //!   [`tasklog`] pages through task logs; the runtime's `private_fs` keeps what the agent
 //!   stores private to the user.
 //! - [`render`] turns events into text or JSON lines: library code never prints;
@@ -25,7 +26,9 @@ pub mod background;
 pub mod cli;
 pub mod config;
 pub mod dotenv;
+pub mod host_secrets;
 pub mod model;
+pub mod orphans;
 pub mod output;
 pub mod plugin_commands;
 pub mod process;

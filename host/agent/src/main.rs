@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use agent_host::app::{self, Outcome};
 use agent_host::cli::Cli;
 use agent_host::config::ConfigError;
-use agent_host::{dotenv, process};
+use agent_host::{dotenv, host_secrets};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     // No command the model runs may read this process's memory or environment, where
     // the API key is.
     // SAFETY: still single-threaded.
-    unsafe { process::protect_host() };
+    unsafe { host_secrets::protect_host() };
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,75 +1,45 @@
-//! Loading the plugin set for a run, and the `agent plugins list|inspect|check` commands.
+//! The `agent plugins list|inspect|check|trust` commands, and the [`catalog`] of what
+//! loads for a run (the runtime's [`Catalog`], filled from the agent's [`Config`] and its
+//! embedded file tools).
 //!
-//! [`load_plugins`] is the one place that decides what loads: the built-in file tools
-//! first (they always win a tool name), then every discovered third-party component in
-//! discovery order. A broken plugin becomes a problem naming its file; the rest load.
 //! The commands print text for people or, with `--output json`, one JSON document for
-//! scripts.
+//! scripts; both go through the one [`print`] that makes untrusted text safe to show.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{Value, json};
 
 use crate::cli::PluginsCommand;
 use crate::config::Config;
 use crate::render::OutputFormat;
 use crate::tools::{ToolSpec, name_clashes};
+use agent_plugin_runtime::catalog::{BuiltIn, Catalog};
 use agent_plugin_runtime::discovery::{self, Origin};
 use agent_plugin_runtime::manifest::Grants;
 use agent_plugin_runtime::trust::{Approval, TrustStore};
-use agent_plugin_runtime::{Loaded, LoadedPlugin, PluginHost, PluginSource};
+use agent_plugin_runtime::{LoadedPlugin, PluginHost, PluginSource};
 
 /// The built-in file tools component, built from `plugins/fs-tools` by the build script.
 const FS_TOOLS_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fs_tools.wasm"));
 
-/// Loads the built-in plugins and every discovered plugin. Returns the host and the
-/// problems met (each names its file); only a broken built-in is an error.
-pub async fn load_plugins(config: &Config) -> Result<(PluginHost, Vec<String>)> {
-    let mut host = new_host(config).await?;
-    let (found, mut problems) = discovery::discover(&config.plugin_dirs, &config.plugin_files);
-    problems.extend(host.cache_problem().map(str::to_string));
-    let trust = TrustStore::new(config.trusted_plugins.clone());
-    for file in &found {
-        match host.load_file(file, &trust).await {
-            Ok(loaded) => problems.extend(loaded.problems.into_iter().chain(loaded.withheld)),
-            Err(error) => problems.push(format!("{error:#}; the plugin is skipped")),
-        }
+/// What loads for a run with `config`: the built-in file tools (granted the workspace),
+/// then the plugins found where `config` says.
+pub fn catalog(config: &Config) -> Catalog {
+    Catalog {
+        workspace: config.workspace.clone(),
+        cache_dir: config.cache_dir.clone(),
+        limits: config.plugin_limits.clone(),
+        log_file: Some(config.plugin_log.clone()),
+        built_ins: vec![BuiltIn {
+            name: "fs-tools",
+            bytes: FS_TOOLS_COMPONENT,
+            grants: Grants::workspace_read_write(),
+        }],
+        dirs: config.plugin_dirs.clone(),
+        files: config.plugin_files.clone(),
+        trust: TrustStore::new(config.trusted_plugins.clone()),
     }
-    Ok((host, problems))
-}
-
-/// A plugin host with the built-in plugins loaded.
-async fn new_host(config: &Config) -> Result<PluginHost> {
-    let mut host = PluginHost::new(
-        &config.workspace,
-        config.cache_dir.clone(),
-        config.plugin_limits.clone(),
-    )?;
-    host.log_to(config.plugin_log.clone());
-    host.load(
-        "fs-tools",
-        PluginSource::BuiltIn,
-        FS_TOOLS_COMPONENT,
-        Grants::workspace_read_write(),
-    )
-    .await
-    .context("loading the built-in file tools")?;
-    Ok(host)
-}
-
-/// The built-ins plus one file, as `inspect`, `check` and `trust` see it: with the origin
-/// (and so the grants) a run would give it, from where the file is.
-async fn load_one(config: &Config, file: &Path) -> Result<(PluginHost, Loaded)> {
-    if !file.is_file() {
-        anyhow::bail!("{}: no such file", file.display());
-    }
-    let mut host = new_host(config).await?;
-    let found = discovery::locate(&config.plugin_dirs, file);
-    let loaded = host
-        .load_file(&found, &TrustStore::new(config.trusted_plugins.clone()))
-        .await?;
-    Ok((host, loaded))
 }
 
 /// Runs an `agent plugins` command. Returns whether it succeeded (`check` fails when it
@@ -77,7 +47,7 @@ async fn load_one(config: &Config, file: &Path) -> Result<(PluginHost, Loaded)> 
 pub async fn run(command: &PluginsCommand, config: &Config) -> Result<bool> {
     match command {
         PluginsCommand::List => {
-            let (host, mut problems) = load_plugins(config).await?;
+            let (host, mut problems) = catalog(config).load().await?;
             problems.extend(name_clashes(host.plugins()).into_iter().map(|(_, p)| p));
             let report = json!({
                 "pooling_allocator": host.pooling(),
@@ -88,14 +58,17 @@ pub async fn run(command: &PluginsCommand, config: &Config) -> Result<bool> {
             Ok(true)
         }
         PluginsCommand::Inspect { file } => {
-            let (host, loaded) = load_one(config, file).await?;
+            let (host, loaded) = catalog(config).load_one(file).await?;
             let plugin = &host.plugins()[loaded.index];
+            let warnings: Vec<&str> = host.cache_problem().into_iter().collect();
             let mut report = plugin_json(plugin);
             report["sha256"] = json!(plugin.sha256);
             report["imports"] = json!(plugin.imports);
             report["problems"] = json!(loaded.problems);
-            report["warnings"] = json!(host.cache_problem().into_iter().collect::<Vec<_>>());
-            print(config.output, &report, || inspect_text(plugin, &report));
+            report["warnings"] = json!(warnings);
+            print(config.output, &report, || {
+                inspect_text(plugin, &loaded.problems, &warnings)
+            });
             Ok(true)
         }
         PluginsCommand::Trust { file, list, revoke } => {
@@ -128,27 +101,28 @@ pub async fn run(command: &PluginsCommand, config: &Config) -> Result<bool> {
             trust(config, &store, file).await
         }
         PluginsCommand::Check { file } => {
-            let (tools, problems, grants, withheld, warnings) = match load_one(config, file).await {
-                Ok((host, loaded)) => {
-                    let index = loaded.index;
-                    let mut problems = loaded.problems;
-                    problems.extend(
-                        name_clashes(host.plugins())
-                            .into_iter()
-                            .filter(|(loser, _)| *loser == index)
-                            .map(|(_, problem)| problem),
-                    );
-                    let plugin = &host.plugins()[index];
-                    (
-                        Some(plugin.tools.len()),
-                        problems,
-                        Some(plugin.grants.clone()),
-                        plugin.withheld.clone(),
-                        host.cache_problem().map(str::to_string),
-                    )
-                }
-                Err(error) => (None, vec![format!("{error:#}")], None, None, None),
-            };
+            let (tools, problems, grants, withheld, warnings) =
+                match catalog(config).load_one(file).await {
+                    Ok((host, loaded)) => {
+                        let index = loaded.index;
+                        let mut problems = loaded.problems;
+                        problems.extend(
+                            name_clashes(host.plugins())
+                                .into_iter()
+                                .filter(|(loser, _)| *loser == index)
+                                .map(|(_, problem)| problem),
+                        );
+                        let plugin = &host.plugins()[index];
+                        (
+                            Some(plugin.tools.len()),
+                            problems,
+                            Some(plugin.grants.clone()),
+                            plugin.withheld.clone(),
+                            host.cache_problem().map(str::to_string),
+                        )
+                    }
+                    Err(error) => (None, vec![format!("{error:#}")], None, None, None),
+                };
             let ok = tools.is_some() && problems.is_empty();
             let report = json!({
                 "file": file.display().to_string(),
@@ -275,19 +249,18 @@ fn list_text(host: &PluginHost, problems: &[String]) -> String {
     text
 }
 
-fn inspect_text(plugin: &LoadedPlugin, report: &Value) -> String {
+fn inspect_text(plugin: &LoadedPlugin, problems: &[String], warnings: &[&str]) -> String {
     let mut text = format!("plugin    {}\n", plugin.name);
     text.push_str(&format!("file      {}\n", plugin.source));
-    text.push_str(&format!(
-        "sha256    {}\n",
-        report["sha256"].as_str().unwrap_or("")
-    ));
-    text.push_str(&format!(
-        "manifest  {}\n",
-        report["manifest"]
-            .as_str()
-            .unwrap_or("none (the plugin is granted nothing)")
-    ));
+    text.push_str(&format!("sha256    {}\n", plugin.sha256));
+    let manifest = match &plugin.source {
+        PluginSource::File {
+            manifest: Some(manifest),
+            ..
+        } => manifest.path.display().to_string(),
+        _ => "none (the plugin is granted nothing)".to_string(),
+    };
+    text.push_str(&format!("manifest  {manifest}\n"));
     text.push_str("grants\n");
     for line in plugin.grants.describe() {
         text.push_str(&format!("    {line}\n"));
@@ -314,11 +287,11 @@ fn inspect_text(plugin: &LoadedPlugin, report: &Value) -> String {
         }
         text.push_str(&format!("        input schema: {}\n", tool.input_schema));
     }
-    for problem in report["problems"].as_array().into_iter().flatten() {
-        text.push_str(&format!("problem: {}\n", problem.as_str().unwrap_or("")));
+    for problem in problems {
+        text.push_str(&format!("problem: {problem}\n"));
     }
-    for warning in report["warnings"].as_array().into_iter().flatten() {
-        text.push_str(&format!("warning: {}\n", warning.as_str().unwrap_or("")));
+    for warning in warnings {
+        text.push_str(&format!("warning: {warning}\n"));
     }
     text
 }
@@ -342,7 +315,7 @@ async fn trust(config: &Config, store: &TrustStore, file: &Path) -> Result<bool>
             config.workspace.join(".agent/plugins").display()
         ),
     }
-    let (host, loaded) = load_one(config, file).await?;
+    let (host, loaded) = catalog(config).load_one(file).await?;
     let plugin = &host.plugins()[loaded.index];
     let PluginSource::File {
         path,

@@ -7,21 +7,13 @@
 //! stderr merged into one pipe in the order they were written. [`terminate_group`] ends a
 //! group politely (SIGTERM), then by force (SIGKILL) after a grace period.
 //!
-//! Commands run as the user, so the host also defends itself against them:
-//! [`protect_host`] makes the agent non-dumpable (its `/proc` files, environment and
-//! memory, where the API key is, are closed to same-user processes without
-//! `CAP_SYS_PTRACE`), and every command starts without that capability. The host is a
-//! child subreaper, so a process that leaves its group (`setsid daemon &`) is re-parented
-//! to the agent rather than to init: [`reap_orphans`] collects the ones that exit, and
-//! [`end_orphans`] ends the ones still running when the agent exits. A group is only
-//! signalled while a process of it still descends from the agent, so a process group id
-//! reused by somebody else's processes is never hit.
+//! Commands run as the user, so each starts without `CAP_SYS_PTRACE` (see
+//! [`crate::host_secrets`]), and a group is only signalled while a process of it still
+//! descends from the agent (see [`crate::orphans`]), so a reused group id is never hit.
 
-use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -72,77 +64,12 @@ pub struct ShellProcess {
     pub output: Box<dyn AsyncRead + Send + Unpin>,
 }
 
-/// Closes the agent's own process to the commands it runs (see the module doc): makes it
-/// non-dumpable, and wipes the environment block the process started with, which
-/// `/proc/<pid>/environ` shows (even to a root command without `CAP_SYS_PTRACE`), after
-/// copying every variable to the heap, where the process keeps reading them.
-///
-/// # Safety
-/// Call once at start-up, before any other thread exists: it rewrites the environment.
-pub unsafe fn protect_host() {
-    // SAFETY: PR_SET_DUMPABLE takes integers only.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    // SAFETY: single-threaded, as the caller promises.
-    unsafe { wipe_initial_environment() };
-}
-
-/// The entries of the C `environ` array, each a `NAME=value` C string.
-unsafe fn environ_entries() -> Vec<*mut libc::c_char> {
-    unsafe extern "C" {
-        static mut environ: *mut *mut libc::c_char;
-    }
-    let mut entries = Vec::new();
-    // SAFETY: `environ` is a null-terminated array of C strings; nothing else changes it
-    // while we read (single-threaded).
-    unsafe {
-        let mut at = environ;
-        while !at.is_null() && !(*at).is_null() {
-            entries.push(*at);
-            at = at.add(1);
-        }
-    }
-    entries
-}
-
-unsafe fn wipe_initial_environment() {
-    // SAFETY: single-threaded (the caller's promise).
-    let initial = unsafe { environ_entries() };
-    for (name, value) in std::env::vars_os() {
-        // setenv stores a fresh heap copy and points `environ` at it.
-        // SAFETY: single-threaded.
-        unsafe { std::env::set_var(name, value) };
-    }
-    // SAFETY: as above.
-    let in_use = unsafe { environ_entries() };
-    for entry in initial.into_iter().filter(|e| !in_use.contains(e)) {
-        // SAFETY: `entry` is a NUL-terminated string of the initial block that nothing
-        // points to any more; it is overwritten within its length.
-        unsafe {
-            let len = libc::strlen(entry);
-            std::ptr::write_bytes(entry, 0, len);
-        }
-    }
-}
-
-/// Makes this process the subreaper of everything it starts, once.
-fn become_subreaper() {
-    static ONCE: Once = Once::new();
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes integers only.
-    ONCE.call_once(|| unsafe {
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    });
-}
-
-/// The shells started here that tokio has not reaped yet: [`reap_orphans`] must leave
-/// their exit status to tokio. Held across `spawn`, so no shell is ever unlisted.
-static SHELLS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
-
 /// The capability that lets a process read a non-dumpable process's `/proc` files.
 const CAP_SYS_PTRACE: libc::c_int = 19;
 
 /// Starts `bash -c command` in `cwd`, in a new process group, with stdin from /dev/null.
 pub fn spawn_shell(command: &str, cwd: &Path) -> std::io::Result<ShellProcess> {
-    become_subreaper();
+    crate::orphans::become_subreaper();
     let (reader, writer) = std::io::pipe()?;
     let mut cmd = Command::new("bash");
     cmd.arg("-c")
@@ -170,7 +97,9 @@ pub fn spawn_shell(command: &str, cwd: &Path) -> std::io::Result<ShellProcess> {
             Ok(())
         });
     }
-    let mut shells = SHELLS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut shells = crate::orphans::SHELLS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let child = cmd.spawn()?;
     if let Some(pid) = child.id() {
         shells.insert(pid as i32);
@@ -198,7 +127,8 @@ fn passed_env() -> Vec<(OsString, OsString)> {
 /// Sends SIGTERM to the whole group, waits up to `grace` for it to empty, then SIGKILLs
 /// whatever is left. Returns once no process of the group remains (or SIGKILL was sent).
 pub async fn terminate_group(pgid: i32, grace: Duration) {
-    if pgid <= 0 || !group_alive(pgid) || !ProcessTable::read().group_is_ours(pgid) {
+    if pgid <= 0 || !group_alive(pgid) || !crate::orphans::ProcessTable::read().group_is_ours(pgid)
+    {
         return;
     }
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
@@ -216,7 +146,7 @@ pub async fn terminate_group(pgid: i32, grace: Duration) {
 
 /// SIGKILLs the whole group at once; for exits where there is no time to be polite.
 pub fn kill_group_now(pgid: i32) {
-    if pgid > 0 && ProcessTable::read().group_is_ours(pgid) {
+    if pgid > 0 && crate::orphans::ProcessTable::read().group_is_ours(pgid) {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
 }
@@ -228,173 +158,11 @@ pub fn group_alive(pgid: i32) -> bool {
 
 /// How many live (not zombie) processes are in the group, read from /proc.
 pub fn live_processes_in_group(pgid: i32) -> usize {
-    ProcessTable::read()
+    crate::orphans::ProcessTable::read()
         .entries
         .iter()
         .filter(|p| p.pgrp == pgid && !p.zombie)
         .count()
-}
-
-/// One process, as `/proc/PID/stat` shows it.
-#[derive(Debug, Clone, Copy)]
-struct ProcEntry {
-    pid: i32,
-    ppid: i32,
-    pgrp: i32,
-    zombie: bool,
-}
-
-/// A snapshot of every process on the machine (those that vanish while it is read are
-/// left out).
-struct ProcessTable {
-    entries: Vec<ProcEntry>,
-}
-
-impl ProcessTable {
-    fn read() -> ProcessTable {
-        let entries = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter_map(|pid| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                parse_stat(pid, &stat)
-            })
-            .collect();
-        ProcessTable { entries }
-    }
-
-    fn get(&self, pid: i32) -> Option<&ProcEntry> {
-        self.entries.iter().find(|p| p.pid == pid)
-    }
-
-    /// Whether `pid` is this process or one of its descendants.
-    fn descends_from_us(&self, mut pid: i32) -> bool {
-        let me = std::process::id() as i32;
-        // A parent chain is short; the bound only guards against a cycle in a snapshot
-        // taken while processes come and go.
-        for _ in 0..64 {
-            if pid == me {
-                return true;
-            }
-            match self.get(pid) {
-                Some(entry) if entry.ppid > 1 => pid = entry.ppid,
-                _ => return false,
-            }
-        }
-        false
-    }
-
-    /// Whether a live process of group `pgid` descends from this process; a group id
-    /// reused by processes that are not ours is not.
-    fn group_is_ours(&self, pgid: i32) -> bool {
-        self.entries
-            .iter()
-            .any(|p| p.pgrp == pgid && !p.zombie && self.descends_from_us(p.pid))
-    }
-
-    /// This process's children that it did not start as shells: descendants of commands
-    /// re-parented to it.
-    fn orphans(&self) -> impl Iterator<Item = &ProcEntry> {
-        let me = std::process::id() as i32;
-        let shells = SHELLS.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        self.entries
-            .iter()
-            .filter(move |p| p.ppid == me && !shells.contains(&p.pid))
-    }
-}
-
-/// The fields of `/proc/PID/stat` after the command name (which is in parentheses and
-/// may itself hold spaces and parentheses): state, ppid, pgrp, ...
-fn parse_stat(pid: i32, stat: &str) -> Option<ProcEntry> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some(ProcEntry {
-        pid,
-        ppid,
-        pgrp,
-        zombie: state == "Z" || state == "X",
-    })
-}
-
-/// Collects the exit status of orphans that have exited, so they do not stay zombies.
-/// Shells are left to tokio, which waits for them.
-pub fn reap_orphans() {
-    for orphan in ProcessTable::read().orphans().filter(|p| p.zombie) {
-        // SAFETY: waitpid on a specific child pid with WNOHANG only writes `status`.
-        let mut status = 0;
-        unsafe { libc::waitpid(orphan.pid, &mut status, libc::WNOHANG) };
-    }
-}
-
-/// Ends every process re-parented to the agent (daemons that commands left behind),
-/// with their process groups: SIGTERM, then SIGKILL to what is left after `grace`.
-/// Orphans of orphans are re-parented in turn, so it repeats until none is left or the
-/// time runs out.
-pub async fn end_orphans(grace: Duration) {
-    let term_until = tokio::time::Instant::now() + grace;
-    let kill_until = term_until + Duration::from_millis(500);
-    let mut warned = BTreeSet::new();
-    loop {
-        reap_orphans();
-        let live: Vec<ProcEntry> = ProcessTable::read()
-            .orphans()
-            .filter(|p| !p.zombie)
-            .copied()
-            .collect();
-        let now = tokio::time::Instant::now();
-        if live.is_empty() || now >= kill_until {
-            return;
-        }
-        for orphan in live {
-            let signal = if now >= term_until {
-                Signal::SIGKILL
-            } else if warned.insert(orphan.pid) {
-                Signal::SIGTERM
-            } else {
-                continue;
-            };
-            let pid = Pid::from_raw(orphan.pid);
-            if orphan.pgrp == orphan.pid {
-                let _ = killpg(pid, signal);
-                let _ = killpg(pid, Signal::SIGCONT);
-            }
-            let _ = nix::sys::signal::kill(pid, signal);
-            let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// SIGKILLs every orphan and its group at once; for a drop guard where there is no time
-/// (or no runtime) to be polite.
-pub fn kill_orphans_now() {
-    for orphan in ProcessTable::read().orphans().filter(|p| !p.zombie) {
-        let pid = Pid::from_raw(orphan.pid);
-        if orphan.pgrp == orphan.pid {
-            let _ = killpg(pid, Signal::SIGKILL);
-        }
-        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-    }
-}
-
-/// Reaps exited orphans whenever a child exits, for as long as the runtime lives.
-pub fn spawn_orphan_reaper() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut exits) = signal(SignalKind::child()) else {
-        return;
-    };
-    tokio::spawn(async move {
-        while exits.recv().await.is_some() {
-            // Exits come in bursts (a task's whole group at once): one scan per burst.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            reap_orphans();
-        }
-    });
 }
 
 /// How a finished shell command ended.
@@ -474,7 +242,7 @@ pub async fn supervise(
         pgid,
         output: mut reader,
     } = shell;
-    let _listed = ListedShell(pgid);
+    let _listed = crate::orphans::ListedShell(pgid);
     let mut drain = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
         while let Ok(n) = reader.read(&mut buf).await {
@@ -509,18 +277,6 @@ pub async fn supervise(
     }
 }
 
-/// Takes a shell off [`SHELLS`] once its supervision ends (it has been reaped by then).
-struct ListedShell(i32);
-
-impl Drop for ListedShell {
-    fn drop(&mut self) {
-        SHELLS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.0);
-    }
-}
-
 async fn finish(
     ending: Ending,
     exit: Option<ExitKind>,
@@ -552,24 +308,10 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn only_groups_that_descend_from_this_process_count_as_ours() {
-        let table = ProcessTable::read();
-        assert!(
-            !table.group_is_ours(1),
-            "init's group is somebody else's, as a reused id would be"
-        );
-        let shell = spawn_shell("sleep 5", Path::new("/")).unwrap();
-        let table = ProcessTable::read();
-        assert!(table.group_is_ours(shell.pgid));
-        assert_eq!(live_processes_in_group(shell.pgid), 1);
+    async fn a_group_is_ended_whole() {
+        let shell = spawn_shell("sleep 5 & sleep 5", Path::new("/")).unwrap();
+        assert!(live_processes_in_group(shell.pgid) >= 1);
         terminate_group(shell.pgid, Duration::from_secs(1)).await;
         assert!(!group_alive(shell.pgid) || live_processes_in_group(shell.pgid) == 0);
-    }
-
-    #[test]
-    fn a_stat_line_with_parentheses_in_the_name_parses() {
-        let entry = parse_stat(42, "42 (a) b (c)) S 7 42 42 0 -1").unwrap();
-        assert_eq!((entry.ppid, entry.pgrp, entry.zombie), (7, 42, false));
-        assert!(parse_stat(43, "43 (x) Z 1 43").unwrap().zombie);
     }
 }

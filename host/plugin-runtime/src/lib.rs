@@ -25,6 +25,7 @@
 //! [`CallError`]; the host and the other tools keep working.
 
 pub mod cache;
+pub mod catalog;
 mod component;
 pub mod describe_failures;
 pub mod discovery;
