@@ -10,8 +10,9 @@ use crate::render::OutputFormat;
 /// A coding agent whose file tools run as sandboxed WebAssembly components.
 ///
 /// Without -p it opens a REPL (exit with `exit`, `q` or Ctrl-D). Environment:
-/// ANTHROPIC_API_KEY (required), ANTHROPIC_BASE_URL, MODEL_ID; a `.env` file in the current
-/// directory is loaded first and overrides the environment, as in the seed lesson.
+/// ANTHROPIC_API_KEY (required), ANTHROPIC_BASE_URL, MODEL_ID. A `.env` file in the current
+/// directory may supply those three, never overriding the environment; it may set nothing
+/// else.
 #[derive(Debug, Parser)]
 #[command(name = "agent", version, about, long_about)]
 pub struct Cli {
@@ -37,20 +38,20 @@ pub struct Cli {
     pub output: OutputFormat,
 
     /// The most tokens one model answer may have.
-    #[arg(long, default_value_t = 8192, value_name = "N")]
+    #[arg(long, default_value_t = 8192, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tokens: u32,
 
     /// Default time limit of a `bash` command, in seconds.
-    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    #[arg(long, default_value_t = 120, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub bash_timeout: u64,
 
     /// Default time limit of a background task, in seconds.
-    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    #[arg(long, default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub background_timeout: u64,
 
     /// How many background tasks run at once; more wait in a queue.
-    #[arg(long, default_value_t = 8, value_name = "N")]
-    pub max_background: usize,
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_background: u64,
 
     /// How many background tasks one session may start in all; more are refused.
     #[arg(long, default_value_t = 300, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -62,11 +63,11 @@ pub struct Cli {
     pub plugins: Vec<PathBuf>,
 
     /// Time limit of one plugin tool call, in seconds.
-    #[arg(long, default_value_t = 30, value_name = "SECS", global = true)]
+    #[arg(long, default_value_t = 30, value_name = "SECS", global = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub plugin_timeout: u64,
 
     /// Memory limit of one plugin tool call, in MiB.
-    #[arg(long, default_value_t = 256, value_name = "MIB", global = true)]
+    #[arg(long, default_value_t = 256, value_name = "MIB", global = true, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub plugin_memory: u64,
 
     #[command(subcommand)]

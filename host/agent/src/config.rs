@@ -105,57 +105,23 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// One of the agent's directories: `$OVERRIDE`, else `$XDG_VAR/agent`, else
+/// `$HOME/HOME_RELATIVE/agent` (the XDG base-directory defaults).
+fn agent_dir(override_var: &str, xdg_var: &str, home_relative: &str) -> Option<PathBuf> {
+    env(override_var)
+        .map(PathBuf::from)
+        .or_else(|| env(xdg_var).map(|d| PathBuf::from(d).join("agent")))
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(home_relative).join("agent")))
+}
+
 impl Config {
     pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
         let workspace = canonical_dir(&cli.workspace)?;
-        if cli.max_tokens == 0 {
-            return Err(ConfigError::Invalid {
-                name: "--max-tokens",
-                what: "at least 1",
-                value: "0".into(),
-            });
-        }
-        for (name, value) in [
-            ("--bash-timeout", cli.bash_timeout),
-            ("--background-timeout", cli.background_timeout),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::Invalid {
-                    name,
-                    what: "at least 1 second",
-                    value: "0".into(),
-                });
-            }
-        }
-        if cli.plugin_timeout == 0 {
-            return Err(ConfigError::Invalid {
-                name: "--plugin-timeout",
-                what: "at least 1 second",
-                value: "0".into(),
-            });
-        }
-        if !(1..=4096).contains(&cli.plugin_memory) {
-            return Err(ConfigError::Invalid {
-                name: "--plugin-memory",
-                what: "from 1 to 4096 MiB",
-                value: cli.plugin_memory.to_string(),
-            });
-        }
-        if cli.max_background == 0 {
-            return Err(ConfigError::Invalid {
-                name: "--max-background",
-                what: "at least 1",
-                value: "0".into(),
-            });
-        }
         let base_url = env("ANTHROPIC_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
         check_base_url(&base_url)?;
         // No shared fallback (a directory under /tmp another user could have made first):
         // without a home there is nowhere private to keep logs and trust.
-        let state_dir = env("AGENT_STATE_DIR")
-            .map(PathBuf::from)
-            .or_else(|| env("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("agent")))
-            .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".local/state/agent")))
+        let state_dir = agent_dir("AGENT_STATE_DIR", "XDG_STATE_HOME", ".local/state")
             .ok_or(ConfigError::NoStateDir)?;
         let run_id = format!(
             "{}-{}",
@@ -165,15 +131,9 @@ impl Config {
                 .unwrap_or(0),
             std::process::id()
         );
-        let cache_dir = env("AGENT_CACHE_DIR")
-            .map(PathBuf::from)
-            .or_else(|| env("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("agent")))
-            .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".cache/agent")))
-            .map(|d| d.join("components"));
-        let user_plugins = env("AGENT_CONFIG_DIR")
-            .map(PathBuf::from)
-            .or_else(|| env("XDG_CONFIG_HOME").map(|d| PathBuf::from(d).join("agent")))
-            .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".config/agent")))
+        let cache_dir =
+            agent_dir("AGENT_CACHE_DIR", "XDG_CACHE_HOME", ".cache").map(|d| d.join("components"));
+        let user_plugins = agent_dir("AGENT_CONFIG_DIR", "XDG_CONFIG_HOME", ".config")
             .map(|d| (d.join("plugins"), Origin::User));
         let plugin_dirs = user_plugins
             .into_iter()
@@ -190,7 +150,7 @@ impl Config {
             output: cli.output,
             bash_timeout: Duration::from_secs(cli.bash_timeout),
             background_timeout: Duration::from_secs(cli.background_timeout),
-            max_background: cli.max_background,
+            max_background: usize::try_from(cli.max_background).unwrap_or(usize::MAX),
             max_tasks: usize::try_from(cli.max_tasks).unwrap_or(usize::MAX),
             task_log_dir: state_dir.join("tasks").join(&run_id),
             plugin_log: state_dir.join("tasks").join(&run_id).join("plugins.log"),
