@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -279,7 +279,7 @@ impl PluginHost {
         trust: &trust::TrustStore,
     ) -> Result<Loaded> {
         let path = &found.path;
-        let (grants, manifest) = Grants::for_component(path).map_err(|e| anyhow!(e))?;
+        let (grants, manifest) = Grants::for_component(path)?;
         let compiled = self.cache.load_file(&self.engine, path, |bytes| {
             check_component_header(bytes).with_context(|| path.display().to_string())
         })?;

@@ -201,15 +201,17 @@ impl Grants {
     /// The grants of the plugin at `wasm`: read from `NAME.toml` beside it, or none. The
     /// manifest is read once: the grants and its hash (the trust pin) come from the same
     /// bytes.
-    pub fn for_component(wasm: &Path) -> Result<(Grants, Option<ManifestFile>), String> {
+    pub fn for_component(wasm: &Path) -> Result<(Grants, Option<ManifestFile>), ManifestError> {
         let manifest = wasm.with_extension("toml");
         match std::fs::read(&manifest) {
             Ok(bytes) => {
-                let text = std::str::from_utf8(&bytes).map_err(|_| {
-                    format!("manifest {}: it is not UTF-8 text", manifest.display())
-                })?;
-                let grants = Grants::parse(text)
-                    .map_err(|e| format!("manifest {}: {e}", manifest.display()))?;
+                let invalid = |reason: String| ManifestError::Invalid {
+                    path: manifest.clone(),
+                    reason,
+                };
+                let text = std::str::from_utf8(&bytes)
+                    .map_err(|_| invalid("it is not UTF-8 text".into()))?;
+                let grants = Grants::parse(text).map_err(|e| invalid(e.0))?;
                 Ok((
                     grants,
                     Some(ManifestFile {
@@ -219,12 +221,15 @@ impl Grants {
                 ))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Grants::none(), None)),
-            Err(e) => Err(format!("cannot read manifest {}: {e}", manifest.display())),
+            Err(source) => Err(ManifestError::Read {
+                path: manifest,
+                source,
+            }),
         }
     }
 
     /// Parses and checks a manifest's text.
-    pub fn parse(text: &str) -> Result<Grants, String> {
+    pub fn parse(text: &str) -> Result<Grants, InvalidManifest> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Manifest {
@@ -247,14 +252,15 @@ impl Grants {
             Access::None
         }
 
-        let manifest: Manifest = toml::from_str(text).map_err(|e| one_line(&e, text))?;
+        let manifest: Manifest =
+            toml::from_str(text).map_err(|e| InvalidManifest(one_line(&e, text)))?;
         let mut dirs = Vec::new();
         for entry in manifest.dir {
             if !entry.path.is_absolute() {
-                return Err(format!(
+                return Err(InvalidManifest(format!(
                     "directory {} must be an absolute path",
                     entry.path.display()
-                ));
+                )));
             }
             if entry.access == Access::None {
                 continue;
@@ -268,15 +274,15 @@ impl Grants {
             let valid =
                 !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid {
-                return Err(format!(
+                return Err(InvalidManifest(format!(
                     "environment variable name {name:?} is invalid (use letters, digits and `_`)"
-                ));
+                )));
             }
         }
         let network = manifest
             .network
             .iter()
-            .map(|h| HostPattern::parse(h))
+            .map(|h| HostPattern::parse(h).map_err(InvalidManifest))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Grants {
             workspace: manifest.workspace,
@@ -286,6 +292,25 @@ impl Grants {
         })
     }
 }
+
+/// A manifest that cannot be used; the plugin it belongs to is not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The manifest exists but cannot be read.
+    #[error("cannot read manifest {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Not UTF-8, not valid TOML, or a grant that is not allowed; `reason` says which.
+    #[error("manifest {}: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// What is wrong with a manifest's text, in one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidManifest(pub String);
 
 /// A TOML error as one line (`line 3, column 13: unknown variant ...`): the library's
 /// own rendering spans several lines with a source excerpt.
