@@ -10,7 +10,10 @@
 //! - [`tools`] maps names to native tools (`bash`, background tasks) or plugin tools.
 //! - [`plugin`] runs WASI components in wasmtime, one sandboxed, bounded instance per call;
 //!   [`plugin_commands`] decides which plugins load and runs `agent plugins ...`.
-//! - [`background`] owns background tasks and their notifications; [`process`] is the one
+//! - [`background`] owns background tasks and their notifications (its state and the
+//!   transitions on it are [`background_state`]); [`task_text`] words a task for the model,
+//!   the screen and the tools; [`task_commands`] are the task operations that the tools
+//!   and the REPL share; [`process`] is the one
 //!   place processes are spawned and killed; [`output`] bounds captured output;
 //!   [`tasklog`] pages through task logs; [`private_fs`] keeps what the agent stores
 //!   private to the user.
@@ -21,6 +24,7 @@
 pub mod agent;
 pub mod app;
 pub mod background;
+pub mod background_state;
 pub mod cli;
 pub mod config;
 pub mod dotenv;
@@ -33,6 +37,8 @@ pub mod process;
 pub mod render;
 pub mod repl;
 pub mod status;
+pub mod task_commands;
+pub mod task_text;
 pub mod tasklog;
 pub mod tools;
 pub mod ui_text;
