@@ -330,7 +330,12 @@ impl State {
             status if status.is_finished() => Killed::AlreadyEnded(status),
             TaskStatus::Queued => {
                 let (notification, _) = self
-                    .finish(key, TaskStatus::Killed, None, Some(TaskNote::KilledWhileQueued))
+                    .finish(
+                        key,
+                        TaskStatus::Killed,
+                        None,
+                        Some(TaskNote::KilledWhileQueued),
+                    )
                     .expect("a queued task has not ended");
                 Killed::Dequeued(notification)
             }
@@ -388,7 +393,12 @@ impl State {
         queued
             .into_iter()
             .filter_map(|key| {
-                self.finish(key, TaskStatus::Killed, None, Some(TaskNote::KilledWhileQueued))
+                self.finish(
+                    key,
+                    TaskStatus::Killed,
+                    None,
+                    Some(TaskNote::KilledWhileQueued),
+                )
             })
             .map(|(notification, _)| notification)
             .collect()
@@ -459,7 +469,10 @@ mod tests {
         assert_eq!(keys(&next), [3]);
         let (_, next) = state.finish(1, Failed, None, None).unwrap();
         assert_eq!(keys(&next), [4]);
-        assert!(state.finish(1, Failed, None, None).is_none(), "one end per task");
+        assert!(
+            state.finish(1, Failed, None, None).is_none(),
+            "one end per task"
+        );
     }
 
     #[test]
@@ -471,7 +484,10 @@ mod tests {
         let Some(Killed::Dequeued(n)) = state.kill(2) else {
             panic!("a queued task ends at once");
         };
-        assert_eq!((n.status, n.note), (TaskStatus::Killed, Some(TaskNote::KilledWhileQueued)));
+        assert_eq!(
+            (n.status, n.note),
+            (TaskStatus::Killed, Some(TaskNote::KilledWhileQueued))
+        );
         assert!(matches!(state.kill(1), Some(Killed::Signalled)));
         let (_, next) = state.finish(1, TaskStatus::Killed, None, None).unwrap();
         assert_eq!(keys(&next), [3], "the killed queued task never starts");
@@ -480,7 +496,10 @@ mod tests {
             Some(Killed::AlreadyEnded(TaskStatus::Killed))
         ));
         assert_eq!(state.drain_notifications().len(), 2);
-        assert!(state.drain_notifications().is_empty(), "each is drained once");
+        assert!(
+            state.drain_notifications().is_empty(),
+            "each is drained once"
+        );
     }
 
     #[test]
@@ -511,6 +530,10 @@ mod tests {
         state.drain_notifications();
         let info = state.info(key).unwrap();
         assert_eq!(info.output_bytes, 40_000);
-        assert!(info.output.len() <= NOTIFICATION_OUTPUT_LIMIT + 100, "{}", info.output.len());
+        assert!(
+            info.output.len() <= NOTIFICATION_OUTPUT_LIMIT + 100,
+            "{}",
+            info.output.len()
+        );
     }
 }

@@ -218,4 +218,3 @@ fn summarize_input(input: &Value) -> String {
     }
     clip(&json_line(input), 120)
 }
-

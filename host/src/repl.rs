@@ -17,8 +17,8 @@ use crate::app::{Outcome, shutdown_signal};
 use crate::background::BackgroundManager;
 use crate::config::Config;
 use crate::render::{Event, OutputFormat, Renderer};
-use crate::{task_commands, task_text};
 use crate::ui_text::{one_line, visible};
+use crate::{task_commands, task_text};
 
 const HELP: &str = "Type a request for the agent. Commands:
   /tasks       list background tasks

@@ -239,6 +239,8 @@ mod tests {
     #[test]
     fn an_empty_listing_says_so() {
         assert_eq!(listing(&[]), [NO_TASKS]);
-        assert!(listing(&[task(TaskStatus::Queued, "x")])[0].starts_with("bg-1  queued after 3.0s"));
+        assert!(
+            listing(&[task(TaskStatus::Queued, "x")])[0].starts_with("bg-1  queued after 3.0s")
+        );
     }
 }

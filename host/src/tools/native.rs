@@ -200,7 +200,9 @@ impl NativeTools {
 
     async fn check_background(&self, input: CheckInput) -> Result<ToolOutput, String> {
         let Some(id) = input.task_id else {
-            return Ok(ToolOutput::ok(task_commands::list(&self.background).join("\n")));
+            return Ok(ToolOutput::ok(
+                task_commands::list(&self.background).join("\n"),
+            ));
         };
         let page = match (input.tail, input.offset) {
             (Some(_), Some(_)) => {
