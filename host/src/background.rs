@@ -31,7 +31,7 @@ use crate::background_state::{Killed, Launch, State};
 use crate::private_fs;
 use crate::process::{self, Ending, ExitKind};
 
-pub use crate::background_state::{Notification, TaskInfo, TaskNote, TaskStatus};
+pub use crate::background_task::{Notification, TaskInfo, TaskNote, TaskStatus};
 pub use crate::task_text::{background_results_text, status_line};
 
 /// Settings of the manager.
@@ -119,7 +119,7 @@ impl BackgroundManager {
             .state()
             .reserve_key()
             .ok_or(BackgroundError::TooManyTasks { limit })?;
-        let id = crate::background_state::task_id(key);
+        let id = crate::background_task::task_id(key);
         // The log is created outside the lock: file system calls can be slow.
         let log_dir = &self.shared.config.log_dir;
         private_fs::ensure_private_dir(log_dir).map_err(|source| BackgroundError::Log {
@@ -259,7 +259,7 @@ impl BackgroundManager {
     /// after a grace; a finished one is left as it is.
     pub fn kill(&self, id: &str) -> Result<TaskStatus, BackgroundError> {
         let unknown = || BackgroundError::UnknownTask(id.to_string());
-        let key = crate::background_state::task_key(id).ok_or_else(unknown)?;
+        let key = crate::background_task::task_key(id).ok_or_else(unknown)?;
         let killed = self.state().kill(key).ok_or_else(unknown)?;
         Ok(match killed {
             Killed::AlreadyEnded(status) => status,
@@ -273,7 +273,7 @@ impl BackgroundManager {
 
     pub fn info(&self, id: &str) -> Result<TaskInfo, BackgroundError> {
         let unknown = || BackgroundError::UnknownTask(id.to_string());
-        let key = crate::background_state::task_key(id).ok_or_else(unknown)?;
+        let key = crate::background_task::task_key(id).ok_or_else(unknown)?;
         self.state().info(key).ok_or_else(unknown)
     }
 

@@ -10,8 +10,8 @@
 //! - [`tools`] maps names to native tools (`bash`, background tasks) or plugin tools.
 //! - [`plugin`] runs WASI components in wasmtime, one sandboxed, bounded instance per call;
 //!   [`plugin_commands`] decides which plugins load and runs `agent plugins ...`.
-//! - [`background`] owns background tasks and their notifications (its state and the
-//!   transitions on it are [`background_state`]); [`task_text`] words a task for the model,
+//! - [`background`] owns background tasks and their notifications (its data types are
+//!   [`background_task`], its state and the transitions on it [`background_state`]); [`task_text`] words a task for the model,
 //!   the screen and the tools; [`task_commands`] are the task operations that the tools
 //!   and the REPL share; [`process`] is the one
 //!   place processes are spawned and killed; [`output`] bounds captured output;
@@ -25,6 +25,7 @@ pub mod agent;
 pub mod app;
 pub mod background;
 pub mod background_state;
+pub mod background_task;
 pub mod cli;
 pub mod config;
 pub mod dotenv;

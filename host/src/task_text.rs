@@ -10,7 +10,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::background_state::{Notification, TaskInfo, TaskNote, TaskStatus};
+use crate::background_task::{Notification, TaskInfo, TaskNote, TaskStatus};
 use crate::process::{self, ExitKind};
 use crate::tasklog::LogPage;
 use crate::ui_text::{clip, one_line};
