@@ -10,13 +10,13 @@
 //! - [`tools`] maps names to native tools (`bash`, background tasks) or plugin tools.
 //! - [`plugin`] runs WASI components in wasmtime, one sandboxed, bounded instance per call;
 //!   [`plugin_commands`] decides which plugins load and runs `agent plugins ...`.
-//! - [`background`] owns background tasks and their notifications (its data types are
-//!   [`background_task`], its state and the transitions on it [`background_state`]); [`task_text`] words a task for the model,
-//!   the screen and the tools; [`task_commands`] are the task operations that the tools
-//!   and the REPL share; [`process`] is the one
-//!   place processes are spawned and killed; [`output`] bounds captured output;
-//!   [`tasklog`] pages through task logs; [`private_fs`] keeps what the agent stores
-//!   private to the user.
+//! - [`background`] owns background tasks and their notifications: its data types are
+//!   [`background_task`], its one state and the transitions on it [`background_state`];
+//!   [`task_text`] words a task for the model, the screen and the tools; [`task_commands`]
+//!   are the task operations the tools and the REPL share. [`process`] is the one place
+//!   processes are spawned and killed; [`output`] bounds captured output; [`tasklog`]
+//!   pages through task logs; [`private_fs`] keeps what the agent stores private to the
+//!   user.
 //! - [`render`] turns events into text or JSON lines: library code never prints;
 //!   [`status`] is its live status line of running tasks; [`ui_text`] makes untrusted text
 //!   safe to show on a terminal (every print path uses it).
