@@ -5,12 +5,13 @@
 //! (the API wants tool results first), as `<background-results>` text. So the model learns
 //! of finished tasks without polling, and each notification is delivered exactly once.
 
-use crate::background::{BackgroundManager, background_results_text};
+use crate::background::BackgroundManager;
 use crate::model::anthropic::{AnthropicClient, INVALID_JSON_KEY};
 use crate::model::{
     ContentBlock, Message, ModelError, ModelEvent, ModelRequest, Role, StopReason, ToolDefinition,
 };
 use crate::render::{Event, Renderer};
+use crate::task_text::background_results_text;
 use crate::tools::{ToolOutput, ToolRegistry};
 
 /// How a turn ended.

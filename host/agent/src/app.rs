@@ -98,27 +98,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
 
 /// The status line's text: the tasks running or queued, with their run time.
 fn describe_tasks(background: BackgroundManager) -> crate::status::Describe {
-    Arc::new(move || {
-        let active: Vec<String> = background
-            .list()
-            .into_iter()
-            .filter(|t| !t.status.is_finished())
-            .map(|t| {
-                let command: String = t.command.chars().take(30).collect();
-                format!(
-                    "{} {} {:.0}s {command}",
-                    t.id,
-                    t.status.as_str(),
-                    t.elapsed.as_secs_f64()
-                )
-            })
-            .collect();
-        if active.is_empty() {
-            String::new()
-        } else {
-            format!(" · {}", active.join(" · "))
-        }
-    })
+    Arc::new(move || crate::task_text::status_line_text(&background.list()))
 }
 
 /// Runs the prompt to the end, then waits for the background tasks it started and lets the

@@ -11,11 +11,14 @@
 //! - [`agent_plugin_runtime`] (its own crate, which knows nothing of the agent) runs WASI
 //!   components in wasmtime, one sandboxed, bounded instance per call;
 //!   [`plugin_commands`] decides which plugins load and runs `agent plugins ...`.
-//! - [`background`] owns background tasks and their notifications; [`process`] is the one
-//!   place processes are spawned and killed, [`orphans`] ends what they leave behind and
-//!   [`host_secrets`] keeps them out of the agent's own memory; [`output`] bounds captured output;
-//!   [`tasklog`] pages through task logs; the runtime's `private_fs` keeps what the agent
-//!   stores private to the user.
+//! - [`background`] owns background tasks and their notifications: its data types are
+//!   [`background_task`], its one state and the transitions on it [`background_state`];
+//!   [`task_text`] words a task for the model, the screen and the tools; [`task_commands`]
+//!   are the task operations the tools and the REPL share. [`process`] is the one place
+//!   processes are spawned and killed, [`orphans`] ends what they leave behind and
+//!   [`host_secrets`] keeps them out of the agent's own memory; [`output`] bounds captured
+//!   output; [`tasklog`] pages through task logs; the runtime's `private_fs` keeps what
+//!   the agent stores private to the user.
 //! - [`render`] turns events into text or JSON lines: library code never prints;
 //!   [`status`] is its live status line of running tasks; [`ui_text`] makes untrusted text
 //!   safe to show on a terminal (every print path uses it).
@@ -23,6 +26,8 @@
 pub mod agent;
 pub mod app;
 pub mod background;
+pub mod background_state;
+pub mod background_task;
 pub mod cli;
 pub mod config;
 pub mod dotenv;
@@ -35,6 +40,8 @@ pub mod process;
 pub mod render;
 pub mod repl;
 pub mod status;
+pub mod task_commands;
+pub mod task_text;
 pub mod tasklog;
 pub mod tools;
 pub mod ui_text;

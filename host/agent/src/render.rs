@@ -12,10 +12,11 @@ use std::io::Write;
 
 use serde_json::{Value, json};
 
-use crate::background::{Notification, status_line};
+use crate::background::Notification;
 use crate::status::StatusLine;
+use crate::task_text;
 use crate::tools::ToolOutput;
-use crate::ui_text::{json_line, one_line, visible};
+use crate::ui_text::{clip, json_line, one_line, visible};
 
 /// How output is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -145,7 +146,7 @@ impl Renderer {
                     eprintln!("    ... ({} more lines)", lines.len() - SHOWN_OUTPUT_LINES);
                 }
             }
-            Event::TaskFinished(n) => eprintln!("{}", task_finished_line(n)),
+            Event::TaskFinished(n) => eprintln!("{}", task_text::finished_line(n)),
             Event::BackgroundDelivered { task_ids } => {
                 eprintln!(
                     "[background results delivered to the model: {}]",
@@ -165,16 +166,6 @@ impl Renderer {
             Event::TurnEnd { .. } => {}
         }
     }
-}
-
-/// The one-line announcement of a finished background task, safe to print.
-pub fn task_finished_line(n: &Notification) -> String {
-    format!(
-        "[background {} {}: {}]",
-        n.task_id,
-        status_line(n.status, n.exit, n.duration),
-        clip(&one_line(&n.command), 80)
-    )
 }
 
 fn json_event(event: &Event<'_>) -> Option<Value> {
@@ -226,13 +217,4 @@ fn summarize_input(input: &Value) -> String {
         }
     }
     clip(&json_line(input), 120)
-}
-
-fn clip(text: &str, max_chars: usize) -> String {
-    let first_line = text.lines().next().unwrap_or("");
-    let mut clipped: String = first_line.chars().take(max_chars).collect();
-    if clipped.len() < text.len() {
-        clipped.push('…');
-    }
-    clipped
 }

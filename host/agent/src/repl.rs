@@ -16,8 +16,9 @@ use crate::agent::Agent;
 use crate::app::{Outcome, shutdown_signal};
 use crate::background::BackgroundManager;
 use crate::config::Config;
-use crate::render::{Event, OutputFormat, Renderer, task_finished_line};
+use crate::render::{Event, OutputFormat, Renderer};
 use crate::ui_text::{one_line, visible};
+use crate::{task_commands, task_text};
 
 const HELP: &str = "Type a request for the agent. Commands:
   /tasks       list background tasks
@@ -125,22 +126,15 @@ pub async fn run(
             "exit" | "q" | "quit" => break Outcome::Success,
             "/help" => eprintln!("{HELP}"),
             "/tasks" => {
-                let tasks = background.list();
-                if tasks.is_empty() {
-                    eprintln!("no background tasks");
-                }
-                for task in tasks {
-                    // The command came from the model.
-                    eprintln!("{}", one_line(&task.summary_line()));
+                for task_line in task_commands::list(background) {
+                    // Commands came from the model.
+                    eprintln!("{}", one_line(&task_line));
                 }
             }
             _ if line.starts_with("/kill") => match line["/kill".len()..].trim() {
                 "" => eprintln!("usage: /kill ID"),
-                id => match background.kill(id) {
-                    Ok(status) if status.is_finished() => {
-                        eprintln!("{} had already ended ({})", one_line(id), status.as_str())
-                    }
-                    Ok(_) => eprintln!("stopping {}", one_line(id)),
+                id => match task_commands::kill(background, id) {
+                    Ok(answer) => eprintln!("{}", visible(&answer)),
                     Err(e) => eprintln!("{}", visible(&e.to_string())),
                 },
             },
@@ -181,7 +175,7 @@ fn announce_finished_tasks(
         while let Ok(n) = finished.recv().await {
             match printer.as_mut() {
                 Some(printer) if renderer.format() == OutputFormat::Text => {
-                    let _ = printer.print(task_finished_line(&n));
+                    let _ = printer.print(task_text::finished_line(&n));
                 }
                 _ => renderer.emit(Event::TaskFinished(&n)),
             }

@@ -72,6 +72,17 @@ pub fn one_line(text: &str) -> Cow<'_, str> {
     escape_where(text, is_unsafe)
 }
 
+/// The first line of `text`, at most `max_chars` characters, with `…` if anything was
+/// left out. It does not make the text safe: pass it through [`visible`] or [`one_line`].
+pub fn clip(text: &str, max_chars: usize) -> String {
+    let first_line = text.lines().next().unwrap_or("");
+    let mut clipped: String = first_line.chars().take(max_chars).collect();
+    if clipped.len() < text.len() {
+        clipped.push('…');
+    }
+    clipped
+}
+
 /// `value` as one line of JSON, with the characters serde leaves as they are (DEL, C1,
 /// bidi controls) written as `\uXXXX` escapes: the same JSON value, safe to echo.
 pub fn json_line(value: &serde_json::Value) -> String {

@@ -15,6 +15,7 @@ use super::{ToolHints, ToolOutput, ToolSpec};
 use crate::background::BackgroundManager;
 use crate::output::HeadTail;
 use crate::process::{self, Ending};
+use crate::task_commands;
 use crate::tasklog::{self, Page};
 
 /// Output of a `bash` call kept for the model, as in the seed lesson.
@@ -192,27 +193,17 @@ impl NativeTools {
     fn background_run(&self, input: CommandInput) -> Result<ToolOutput, String> {
         let timeout = self.timeout(input.timeout, self.config.background_timeout)?;
         check_command(&input.command)?;
-        let id = self
-            .background
-            .start(&input.command, timeout)
-            .map_err(|e| e.to_string())?;
-        Ok(ToolOutput::ok(format!(
-            "Background task {id} started: {}\nIts result will be delivered to you when it finishes (time limit {:.0}s); keep working meanwhile.",
-            input.command,
-            timeout.as_secs_f64()
-        )))
+        task_commands::start(&self.background, &input.command, timeout)
+            .map(ToolOutput::ok)
+            .map_err(|e| e.to_string())
     }
 
     async fn check_background(&self, input: CheckInput) -> Result<ToolOutput, String> {
         let Some(id) = input.task_id else {
-            let tasks = self.background.list();
-            if tasks.is_empty() {
-                return Ok(ToolOutput::ok("No background tasks."));
-            }
-            let lines: Vec<String> = tasks.iter().map(|t| t.summary_line()).collect();
-            return Ok(ToolOutput::ok(lines.join("\n")));
+            return Ok(ToolOutput::ok(
+                task_commands::list(&self.background).join("\n"),
+            ));
         };
-        let task = self.background.info(&id).map_err(|e| e.to_string())?;
         let page = match (input.tail, input.offset) {
             (Some(_), Some(_)) => {
                 return Err("invalid input: give either tail or offset, not both".into());
@@ -224,49 +215,17 @@ impl NativeTools {
             }),
             (None, None) => None,
         };
-        if let Some(page) = page {
-            let path = task.log_path.clone();
-            let read = tokio::task::spawn_blocking(move || tasklog::read_page(&path, page))
-                .await
-                .map_err(|e| format!("reading the log failed: {e}"))?
-                .map_err(|e| format!("cannot read the log {}: {e}", task.log_path.display()))?;
-            return Ok(ToolOutput::ok(format!(
-                "{}\n{}",
-                task.summary_line(),
-                read.render()
-            )));
-        }
-        let mut text = format!(
-            "{}\nlog: {} ({} bytes)",
-            task.summary_line(),
-            task.log_path.display(),
-            task.output_bytes
-        );
-        if let Some(note) = &task.note {
-            text.push_str(&format!("\nnote: {note}"));
-        }
-        text.push_str("\n--- output ---\n");
-        text.push_str(if task.output.is_empty() {
-            "(no output yet)"
-        } else {
-            task.output.trim_end()
-        });
-        Ok(ToolOutput::ok(text))
+        task_commands::check(&self.background, &id, page)
+            .await
+            .map(ToolOutput::ok)
+            .map_err(|e| e.to_string())
     }
 
     fn kill_background(&self, input: TaskInput) -> Result<ToolOutput, String> {
         let id = input.task_id.ok_or("invalid input: task_id is required")?;
-        let status = self.background.kill(&id).map_err(|e| e.to_string())?;
-        if status.is_finished() {
-            return Ok(ToolOutput::ok(format!(
-                "Task {id} had already ended ({}).",
-                status.as_str()
-            )));
-        }
-        Ok(ToolOutput::ok(format!(
-            "Stopping task {id}: its process group gets SIGTERM, then SIGKILL after {}s. Its final result will be delivered as usual.",
-            process::KILL_GRACE.as_secs()
-        )))
+        task_commands::kill(&self.background, &id)
+            .map(ToolOutput::ok)
+            .map_err(|e| e.to_string())
     }
 }
 

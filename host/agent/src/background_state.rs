@@ -1,0 +1,462 @@
+//! What the [`BackgroundManager`](crate::background::BackgroundManager) knows about its
+//! tasks, and every change to it, as plain synchronous code.
+//!
+//! [`State`] is the one owner of the task table, the notification queue, the next id, the
+//! FIFO of tasks waiting for a slot and the lingering process groups. Each method is one
+//! transition that keeps them consistent with each other (a finished task frees its slot
+//! and hands it to the next in line in the same step), so the manager only has to lock,
+//! call one method, unlock, and then act on what it returned: spawn the runners of
+//! [`Launch`]es, wake waiters, announce the [`Notification`]. Nothing here awaits, spawns
+//! or signals a process, which is what lets it sit behind one std mutex and be tested
+//! without processes.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::background_task::{Notification, TaskInfo, TaskNote, TaskStatus, task_id, task_key};
+use crate::output::HeadTail;
+use crate::process::ExitKind;
+
+/// Output kept in memory per task for `check_background`.
+const TASK_OUTPUT_LIMIT: usize = 50_000;
+/// Output put into a notification: the head and tail of the task's output.
+const NOTIFICATION_OUTPUT_LIMIT: usize = 8_000;
+
+/// What memory holds of a task's output: while it runs and until the model has its
+/// result, the head and tail the runner captures; once delivered, only the notification's
+/// shorter head and tail (the whole output stays in the log on disk).
+///
+/// The live buffer has its own lock, shared with the runner's output callback: output
+/// arrives in chunks of up to 64 KiB at disk speed, and copying it must not hold the
+/// table's lock that status queries and other tasks' transitions wait for.
+enum TaskOutput {
+    Live(Arc<Mutex<HeadTail>>),
+    Delivered { summary: String, total: u64 },
+}
+
+impl TaskOutput {
+    fn render_within(&self, limit: usize) -> (String, u64) {
+        match self {
+            TaskOutput::Live(output) => {
+                let output = output.lock().unwrap();
+                (output.render_within(limit), output.total())
+            }
+            TaskOutput::Delivered { summary, total } => (summary.clone(), *total),
+        }
+    }
+}
+
+struct Task {
+    command: String,
+    status: TaskStatus,
+    exit: Option<ExitKind>,
+    created: Instant,
+    started: Option<Instant>,
+    duration: Option<Duration>,
+    timeout: Duration,
+    pgid: Option<i32>,
+    output: TaskOutput,
+    log_path: PathBuf,
+    note: Option<TaskNote>,
+    /// The open log, kept until the task gets its slot and the runner takes it.
+    log: Option<std::fs::File>,
+    /// Asks the runner to end the task; set while it holds a slot.
+    kill: Option<oneshot::Sender<()>>,
+    /// Whether the task holds one of the `max_running` slots.
+    holds_slot: bool,
+}
+
+/// Everything a task's runner needs, handed out when the task gets its slot.
+pub struct Launch {
+    pub key: u64,
+    pub command: String,
+    pub timeout: Duration,
+    pub log: std::fs::File,
+    pub output: Arc<Mutex<HeadTail>>,
+    pub kill: oneshot::Receiver<()>,
+}
+
+/// What [`State::kill`] did.
+#[derive(Debug)]
+pub enum Killed {
+    /// The task had ended already, with this status.
+    AlreadyEnded(TaskStatus),
+    /// The task was queued; it ended at once, and this is its notification.
+    Dequeued(Notification),
+    /// The task runs; its runner was asked to end it.
+    Signalled,
+}
+
+/// The manager's whole state.
+pub struct State {
+    tasks: BTreeMap<u64, Task>,
+    notifications: VecDeque<Notification>,
+    next_key: u64,
+    /// Keys of queued tasks, oldest first: the order they get slots in.
+    waiting: VecDeque<u64>,
+    running: usize,
+    max_running: usize,
+    max_tasks: usize,
+    /// Process groups whose shell exited while members still ran; ended at shutdown.
+    lingering: Vec<i32>,
+    /// Set by shutdown: nothing starts any more.
+    closed: bool,
+}
+
+impl State {
+    pub fn new(max_running: usize, max_tasks: usize) -> State {
+        State {
+            tasks: BTreeMap::new(),
+            notifications: VecDeque::new(),
+            next_key: 1,
+            waiting: VecDeque::new(),
+            running: 0,
+            max_running: max_running.max(1),
+            max_tasks,
+            lingering: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Takes the next key, or `None` once the session has started `max_tasks` tasks.
+    pub fn reserve_key(&mut self) -> Option<u64> {
+        if self.next_key > self.max_tasks as u64 {
+            return None;
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        Some(key)
+    }
+
+    /// Queues a task under a reserved key, then hands out every slot that is free.
+    pub fn enqueue(
+        &mut self,
+        key: u64,
+        command: &str,
+        timeout: Duration,
+        log_path: PathBuf,
+        log: std::fs::File,
+    ) -> Vec<Launch> {
+        let task = Task {
+            command: command.to_string(),
+            status: TaskStatus::Queued,
+            exit: None,
+            created: Instant::now(),
+            started: None,
+            duration: None,
+            timeout,
+            pgid: None,
+            output: TaskOutput::Live(Arc::new(Mutex::new(HeadTail::with_limit(
+                TASK_OUTPUT_LIMIT,
+            )))),
+            log_path,
+            note: None,
+            log: Some(log),
+            kill: None,
+            holds_slot: false,
+        };
+        self.tasks.insert(key, task);
+        // Keys are reserved in start order; keep the line in that order even if two
+        // starts finished creating their logs the other way round.
+        let at = self.waiting.partition_point(|&k| k < key);
+        self.waiting.insert(at, key);
+        self.launch_ready()
+    }
+
+    /// Gives free slots to the oldest queued tasks.
+    fn launch_ready(&mut self) -> Vec<Launch> {
+        let mut launches = Vec::new();
+        while !self.closed && self.running < self.max_running {
+            let Some(key) = self.waiting.pop_front() else {
+                break;
+            };
+            let Some(task) = self.tasks.get_mut(&key) else {
+                continue;
+            };
+            let (Some(log), TaskOutput::Live(output)) = (task.log.take(), &task.output) else {
+                continue;
+            };
+            let (kill_tx, kill_rx) = oneshot::channel();
+            task.status = TaskStatus::Running;
+            task.started = Some(Instant::now());
+            task.kill = Some(kill_tx);
+            task.holds_slot = true;
+            self.running += 1;
+            launches.push(Launch {
+                key,
+                command: task.command.clone(),
+                timeout: task.timeout,
+                log,
+                output: output.clone(),
+                kill: kill_rx,
+            });
+        }
+        launches
+    }
+
+    /// Records the process group of a task whose shell started.
+    pub fn started(&mut self, key: u64, pgid: i32) {
+        if let Some(task) = self.tasks.get_mut(&key) {
+            task.pgid = Some(pgid);
+        }
+    }
+
+    /// Records the end of a task, queues its one notification, and hands its slot to the
+    /// next in line. `None` if the task had already ended.
+    pub fn finish(
+        &mut self,
+        key: u64,
+        status: TaskStatus,
+        exit: Option<ExitKind>,
+        note: Option<TaskNote>,
+    ) -> Option<(Notification, Vec<Launch>)> {
+        let task = self.tasks.get_mut(&key)?;
+        if task.status.is_finished() {
+            return None;
+        }
+        let duration = task.started.map(|s| s.elapsed()).unwrap_or_default();
+        task.status = status;
+        task.exit = exit;
+        task.duration = Some(duration);
+        task.note = note.clone();
+        task.kill = None;
+        task.log = None;
+        let freed = std::mem::take(&mut task.holds_slot);
+        let (output, output_bytes) = task.output.render_within(NOTIFICATION_OUTPUT_LIMIT);
+        let notification = Notification {
+            task_id: task_id(key),
+            command: task.command.clone(),
+            status,
+            exit,
+            duration,
+            output,
+            output_bytes,
+            log_path: task.log_path.clone(),
+            note,
+        };
+        self.waiting.retain(|&k| k != key);
+        if freed {
+            self.running -= 1;
+        }
+        self.notifications.push_back(notification.clone());
+        Some((notification, self.launch_ready()))
+    }
+
+    /// Ends a queued task at once, or asks a running one's runner to end it.
+    pub fn kill(&mut self, key: u64) -> Option<Killed> {
+        let task = self.tasks.get_mut(&key)?;
+        Some(match task.status {
+            status if status.is_finished() => Killed::AlreadyEnded(status),
+            TaskStatus::Queued => {
+                let (notification, _) = self
+                    .finish(
+                        key,
+                        TaskStatus::Killed,
+                        None,
+                        Some(TaskNote::KilledWhileQueued),
+                    )
+                    .expect("a queued task has not ended");
+                Killed::Dequeued(notification)
+            }
+            _ => {
+                if let Some(kill) = task.kill.take() {
+                    let _ = kill.send(());
+                }
+                Killed::Signalled
+            }
+        })
+    }
+
+    /// Keeps a process group to end at shutdown.
+    pub fn adopt_group(&mut self, pgid: i32) {
+        self.lingering.push(pgid);
+    }
+
+    /// Takes every queued notification; each is returned exactly once. A delivered task
+    /// keeps only its notification's head and tail in memory from then on.
+    pub fn drain_notifications(&mut self) -> Vec<Notification> {
+        let drained: Vec<Notification> = self.notifications.drain(..).collect();
+        for notification in &drained {
+            if let Some(task) = task_key(&notification.task_id).and_then(|k| self.tasks.get_mut(&k))
+            {
+                task.output = TaskOutput::Delivered {
+                    summary: notification.output.clone(),
+                    total: notification.output_bytes,
+                };
+            }
+        }
+        drained
+    }
+
+    pub fn has_notifications(&self) -> bool {
+        !self.notifications.is_empty()
+    }
+
+    /// Whether a task is queued or running, or a notification waits to be drained.
+    pub fn has_pending(&self) -> bool {
+        self.has_notifications() || self.tasks.values().any(|t| !t.status.is_finished())
+    }
+
+    pub fn info(&self, key: u64) -> Option<TaskInfo> {
+        self.tasks.get(&key).map(|task| info_of(key, task))
+    }
+
+    pub fn list(&self) -> Vec<TaskInfo> {
+        self.tasks.iter().map(|(key, t)| info_of(*key, t)).collect()
+    }
+
+    /// Stops handing out slots and ends every queued task; returns their notifications.
+    pub fn close(&mut self) -> Vec<Notification> {
+        self.closed = true;
+        let queued: Vec<u64> = self.waiting.iter().copied().collect();
+        queued
+            .into_iter()
+            .filter_map(|key| {
+                self.finish(
+                    key,
+                    TaskStatus::Killed,
+                    None,
+                    Some(TaskNote::KilledWhileQueued),
+                )
+            })
+            .map(|(notification, _)| notification)
+            .collect()
+    }
+
+    /// The process groups of running tasks and lingering shells.
+    pub fn live_groups(&self) -> Vec<i32> {
+        let running = self
+            .tasks
+            .values()
+            .filter(|t| t.status == TaskStatus::Running)
+            .filter_map(|t| t.pgid);
+        running.chain(self.lingering.iter().copied()).collect()
+    }
+}
+
+fn info_of(key: u64, task: &Task) -> TaskInfo {
+    let elapsed = match (task.duration, task.started) {
+        (Some(d), _) => d,
+        (None, Some(s)) => s.elapsed(),
+        (None, None) => task.created.elapsed(),
+    };
+    let (output, output_bytes) = task.output.render_within(usize::MAX);
+    TaskInfo {
+        id: task_id(key),
+        command: task.command.clone(),
+        status: task.status,
+        exit: task.exit,
+        elapsed,
+        timeout: task.timeout,
+        output,
+        output_bytes,
+        log_path: task.log_path.clone(),
+        note: task.note.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log() -> std::fs::File {
+        tempfile::tempfile().unwrap()
+    }
+
+    fn start(state: &mut State, command: &str) -> (u64, Vec<Launch>) {
+        let key = state.reserve_key().unwrap();
+        let launches = state.enqueue(key, command, Duration::from_secs(9), "x.log".into(), log());
+        (key, launches)
+    }
+
+    fn keys(launches: &[Launch]) -> Vec<u64> {
+        launches.iter().map(|l| l.key).collect()
+    }
+
+    #[test]
+    fn slots_go_to_queued_tasks_in_start_order() {
+        let mut state = State::new(2, 10);
+        assert_eq!(keys(&start(&mut state, "a").1), [1]);
+        assert_eq!(keys(&start(&mut state, "b").1), [2]);
+        assert!(start(&mut state, "c").1.is_empty());
+        assert!(start(&mut state, "d").1.is_empty());
+        let statuses: Vec<_> = state.list().iter().map(|t| t.status).collect();
+        use TaskStatus::*;
+        assert_eq!(statuses, [Running, Running, Queued, Queued]);
+        // The second finishes first: the oldest queued task gets its slot.
+        let (_, next) = state.finish(2, Completed, None, None).unwrap();
+        assert_eq!(keys(&next), [3]);
+        let (_, next) = state.finish(1, Failed, None, None).unwrap();
+        assert_eq!(keys(&next), [4]);
+        assert!(
+            state.finish(1, Failed, None, None).is_none(),
+            "one end per task"
+        );
+    }
+
+    #[test]
+    fn a_kill_while_queued_ends_the_task_and_keeps_the_line_moving() {
+        let mut state = State::new(1, 10);
+        start(&mut state, "a");
+        start(&mut state, "b");
+        start(&mut state, "c");
+        let Some(Killed::Dequeued(n)) = state.kill(2) else {
+            panic!("a queued task ends at once");
+        };
+        assert_eq!(
+            (n.status, n.note),
+            (TaskStatus::Killed, Some(TaskNote::KilledWhileQueued))
+        );
+        assert!(matches!(state.kill(1), Some(Killed::Signalled)));
+        let (_, next) = state.finish(1, TaskStatus::Killed, None, None).unwrap();
+        assert_eq!(keys(&next), [3], "the killed queued task never starts");
+        assert!(matches!(
+            state.kill(2),
+            Some(Killed::AlreadyEnded(TaskStatus::Killed))
+        ));
+        assert_eq!(state.drain_notifications().len(), 2);
+        assert!(
+            state.drain_notifications().is_empty(),
+            "each is drained once"
+        );
+    }
+
+    #[test]
+    fn the_session_cap_refuses_more_tasks() {
+        let mut state = State::new(1, 2);
+        assert!(state.reserve_key().is_some());
+        assert!(state.reserve_key().is_some());
+        assert!(state.reserve_key().is_none());
+    }
+
+    #[test]
+    fn closing_ends_queued_tasks_and_starts_nothing() {
+        let mut state = State::new(1, 10);
+        start(&mut state, "a");
+        start(&mut state, "b");
+        assert_eq!(state.close().len(), 1);
+        let (_, next) = state.finish(1, TaskStatus::Killed, None, None).unwrap();
+        assert!(next.is_empty());
+        assert!(!state.list().iter().any(|t| !t.status.is_finished()));
+    }
+
+    #[test]
+    fn a_delivered_task_keeps_only_its_summary() {
+        let mut state = State::new(1, 10);
+        let (key, launches) = start(&mut state, "a");
+        launches[0].output.lock().unwrap().push(&vec![b'x'; 40_000]);
+        state.finish(key, TaskStatus::Completed, None, None);
+        state.drain_notifications();
+        let info = state.info(key).unwrap();
+        assert_eq!(info.output_bytes, 40_000);
+        assert!(
+            info.output.len() <= NOTIFICATION_OUTPUT_LIMIT + 100,
+            "{}",
+            info.output.len()
+        );
+    }
+}
