@@ -27,6 +27,7 @@
 pub mod cache;
 pub mod describe_failures;
 pub mod discovery;
+mod handle;
 pub mod log;
 pub mod manifest;
 pub mod net;
@@ -48,6 +49,8 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::tools::{ToolHints, ToolSpec};
+
+pub use handle::PluginHandle;
 use cache::{CacheOutcome, Compiled, ComponentCache};
 use describe_failures::DescribeFailures;
 use manifest::{Access, Grants, HostPattern};
