@@ -1,0 +1,494 @@
+//! The loop against a scripted model, in process: real native tools and background tasks,
+//! scripted tools where a test needs to see how calls overlap. Every request the loop
+//! sends is checked against the Messages API's tool protocol.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::Barrier;
+use tokio::time::timeout;
+
+use super::{Agent, TurnEnd, TurnError};
+use crate::background::{BackgroundConfig, BackgroundManager};
+use crate::model::{
+    ContentBlock, Message, ModelError, ModelEvent, ModelFuture, ModelProvider, ModelRequest,
+    ModelResponse, Role, StopReason, ToolInput, Usage,
+};
+use crate::render::{OutputFormat, Renderer};
+use crate::status::StatusLine;
+use crate::tools::native::{NativeConfig, NativeTools};
+use crate::tools::{
+    NATIVE_OWNER, Tool, ToolContext, ToolError, ToolFuture, ToolHints, ToolOutput, ToolRegistry,
+    ToolSpec,
+};
+
+/// Long enough for any step a test waits on; a test that needs it has failed.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// One scripted answer of the model.
+enum Turn {
+    Answer(ModelResponse),
+    /// Never answers (a call the user interrupts).
+    Hang,
+}
+
+/// A model that gives scripted answers and keeps every request's messages.
+#[derive(Default)]
+struct Scripted {
+    turns: Mutex<VecDeque<Turn>>,
+    requests: Mutex<Vec<Vec<Message>>>,
+}
+
+impl Scripted {
+    fn new(turns: Vec<Turn>) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            turns: Mutex::new(turns.into()),
+            requests: Mutex::default(),
+        })
+    }
+
+    fn requests(&self) -> Vec<Vec<Message>> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl ModelProvider for Scripted {
+    fn send<'a>(
+        &'a self,
+        request: ModelRequest<'a>,
+        _on_event: &'a mut (dyn FnMut(ModelEvent) + Send),
+    ) -> ModelFuture<'a> {
+        let messages = request.messages.to_vec();
+        assert_protocol(&messages);
+        self.requests.lock().unwrap().push(messages);
+        let turn = self.turns.lock().unwrap().pop_front();
+        Box::pin(async move {
+            match turn {
+                Some(Turn::Answer(response)) => Ok(response),
+                Some(Turn::Hang) => std::future::pending().await,
+                None => Err(ModelError::Stream("the script has no more answers".into())),
+            }
+        })
+    }
+}
+
+fn text(text: &str) -> ContentBlock {
+    ContentBlock::Text { text: text.into() }
+}
+
+fn call(id: &str, name: &str, input: Value) -> ContentBlock {
+    ContentBlock::ToolUse {
+        id: id.into(),
+        name: name.into(),
+        input: ToolInput::from_value(input),
+    }
+}
+
+fn answer(content: Vec<ContentBlock>, stop_reason: StopReason) -> Turn {
+    Turn::Answer(ModelResponse {
+        content,
+        stop_reason,
+        usage: Usage::default(),
+    })
+}
+
+fn tools(content: Vec<ContentBlock>) -> Turn {
+    answer(content, StopReason::ToolUse)
+}
+
+fn done(said: &str) -> Turn {
+    answer(vec![text(said)], StopReason::EndTurn)
+}
+
+/// The API's tool protocol: roles alternate from the user's; each `tool_use` is answered
+/// by exactly one `tool_result` at the start of the next user message; no other results;
+/// every input (as sent) is a JSON object.
+fn assert_protocol(messages: &[Message]) {
+    for (i, message) in messages.iter().enumerate() {
+        let expected = if i % 2 == 0 { Role::User } else { Role::Assistant };
+        assert_eq!(message.role, expected, "message {i} in {messages:#?}");
+        assert!(!message.content.is_empty(), "message {i} is empty");
+        let asked: Vec<&str> = message
+            .content
+            .iter()
+            .filter_map(|block| match block {
+                ContentBlock::ToolUse { id, input, .. } => {
+                    let sent = serde_json::to_value(input).unwrap();
+                    assert!(sent.is_object(), "input of {id} is sent as {sent}");
+                    Some(id.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        let results = |m: &Message| -> Vec<String> {
+            m.content
+                .iter()
+                .take_while(|b| matches!(b, ContentBlock::ToolResult { .. }))
+                .filter_map(|b| match b {
+                    ContentBlock::ToolResult { tool_use_id, .. } => Some(tool_use_id.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        if message.role == Role::User {
+            let all = message
+                .content
+                .iter()
+                .filter(|b| matches!(b, ContentBlock::ToolResult { .. }))
+                .count();
+            assert_eq!(all, results(message).len(), "a tool_result after other blocks");
+            let before: Vec<&str> = match i.checked_sub(1).map(|p| &messages[p]) {
+                Some(previous) => previous
+                    .content
+                    .iter()
+                    .filter_map(|b| match b {
+                        ContentBlock::ToolUse { id, .. } => Some(id.as_str()),
+                        _ => None,
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            let mut answered = results(message);
+            answered.sort();
+            let mut expected: Vec<String> = before.iter().map(|s| s.to_string()).collect();
+            expected.sort();
+            assert_eq!(answered, expected, "results of message {i}");
+        } else if let Some(next) = messages.get(i + 1) {
+            assert_eq!(results(next).len(), asked.len(), "unanswered calls");
+        }
+    }
+}
+
+/// The results at the start of the last user message, as (id, text, is_error).
+fn last_results(messages: &[Message]) -> Vec<(String, String, bool)> {
+    let last = messages.last().expect("a message");
+    assert_eq!(last.role, Role::User);
+    last.content
+        .iter()
+        .filter_map(|block| match block {
+            ContentBlock::ToolResult {
+                tool_use_id,
+                content,
+                is_error,
+            } => Some((tool_use_id.clone(), content.clone(), *is_error)),
+            _ => None,
+        })
+        .collect()
+}
+
+struct Setup {
+    agent: Agent,
+    model: Arc<Scripted>,
+    background: BackgroundManager,
+    _dir: tempfile::TempDir,
+}
+
+/// An agent with the real native tools (in a fresh workspace) and `extra` tools.
+fn setup(turns: Vec<Turn>, extra: Vec<Arc<dyn Tool>>) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = dir.path().join("ws");
+    std::fs::create_dir(&workspace).unwrap();
+    let background = BackgroundManager::new(BackgroundConfig {
+        workspace: workspace.clone(),
+        log_dir: dir.path().join("logs"),
+        max_running: 4,
+        max_tasks: 16,
+    });
+    let native = NativeTools::new(
+        NativeConfig {
+            workspace,
+            bash_timeout: Duration::from_secs(60),
+            background_timeout: Duration::from_secs(60),
+        },
+        background.clone(),
+    );
+    let mut registry = ToolRegistry::new();
+    assert!(registry.add_group(NATIVE_OWNER, native.into_tools()).is_empty());
+    assert!(registry.add_group("test", extra).is_empty());
+    let model = Scripted::new(turns);
+    let renderer = Renderer::new(OutputFormat::Text, StatusLine::disabled());
+    let agent = Agent::new(
+        model.clone(),
+        registry,
+        background.clone(),
+        renderer,
+        "system".into(),
+    );
+    Setup {
+        agent,
+        model,
+        background,
+        _dir: dir,
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.background.kill_all_now();
+    }
+}
+
+/// A scripted tool: logs when each call starts and ends, and runs `body`.
+struct Probe {
+    spec: ToolSpec,
+    log: Arc<Mutex<Vec<String>>>,
+    body: Box<dyn Fn() -> ToolFuture<'static> + Send + Sync>,
+}
+
+impl Probe {
+    fn new(
+        name: &str,
+        read_only: bool,
+        log: &Arc<Mutex<Vec<String>>>,
+        body: impl Fn() -> ToolFuture<'static> + Send + Sync + 'static,
+    ) -> Arc<dyn Tool> {
+        Arc::new(Probe {
+            spec: ToolSpec {
+                name: name.into(),
+                description: "a probe".into(),
+                input_schema: json!({"type": "object"}),
+                hints: ToolHints {
+                    read_only,
+                    ..ToolHints::default()
+                },
+            },
+            log: log.clone(),
+            body: Box::new(body),
+        })
+    }
+}
+
+impl Tool for Probe {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn call<'a>(&'a self, _input: &'a Value, context: &'a ToolContext) -> ToolFuture<'a> {
+        Box::pin(async move {
+            let log = |what: &str| {
+                let line = format!("{what} {}", context.call_id);
+                self.log.lock().unwrap().push(line);
+            };
+            log("start");
+            let output = (self.body)().await;
+            log("end");
+            output
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_tool_call_is_answered_and_its_result_is_in_the_next_request() {
+    let mut s = setup(
+        vec![
+            tools(vec![text("looking"), call("t1", "bash", json!({"command": "echo hi"}))]),
+            done("it said hi"),
+        ],
+        vec![],
+    );
+    let end = s.agent.run_turn(Some("run echo")).await.unwrap();
+    assert_eq!(end, TurnEnd::Done);
+    let requests = s.model.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(last_results(&requests[1]), [("t1".into(), "hi".into(), false)]);
+    assert_eq!(s.agent.history().len(), 4);
+}
+
+#[tokio::test]
+async fn an_answer_cut_at_max_tokens_drops_its_unfinished_call_and_ends_the_turn() {
+    let mut s = setup(
+        vec![
+            answer(
+                vec![text("partial"), call("t1", "bash", json!({"command": "ec"}))],
+                StopReason::MaxTokens,
+            ),
+            done("again"),
+        ],
+        vec![],
+    );
+    let end = s.agent.run_turn(Some("go")).await.unwrap();
+    assert_eq!(end, TurnEnd::MaxTokens);
+    assert_eq!(s.agent.history()[1].content, vec![text("partial")]);
+    assert_eq!(s.agent.run_turn(Some("go on")).await.unwrap(), TurnEnd::Done);
+    assert_eq!(s.model.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn an_interrupted_model_call_or_tool_call_leaves_a_valid_conversation() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let quick = Probe::new("quick", true, &log, || {
+        Box::pin(async { Ok(ToolOutput::ok("quick result")) })
+    });
+    let mut s = setup(
+        vec![
+            Turn::Hang,
+            tools(vec![
+                call("q1", "quick", json!({})),
+                call("b1", "bash", json!({"command": "sleep 30"})),
+            ]),
+            done("fine"),
+        ],
+        vec![quick],
+    );
+    // Interrupted while the model answers: the user's text stays, the next turn adds to it.
+    let cut = timeout(Duration::from_millis(200), s.agent.run_turn(Some("one"))).await;
+    assert!(cut.is_err());
+    s.agent.repair_after_interrupt();
+    // Interrupted while `bash` runs, after `quick` finished.
+    let cut = timeout(Duration::from_millis(500), s.agent.run_turn(Some("two"))).await;
+    assert!(cut.is_err());
+    s.agent.repair_after_interrupt();
+    assert_eq!(s.agent.run_turn(Some("three")).await.unwrap(), TurnEnd::Done);
+    let requests = s.model.requests();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[1][0].content, vec![text("one"), text("two")]);
+    let results = last_results(&requests[2]);
+    assert_eq!(results[0], ("q1".into(), "quick result".into(), false));
+    assert_eq!(results[1].0, "b1");
+    assert!(results[1].1.contains("interrupted") && results[1].2, "{results:?}");
+    assert_eq!(requests[2].last().unwrap().content.last(), Some(&text("three")));
+}
+
+#[tokio::test]
+async fn a_finished_background_task_is_delivered_after_the_tool_results_before_the_next_call()
+{
+    let mut s = setup(
+        vec![
+            tools(vec![call(
+                "r1",
+                "background_run",
+                json!({"command": "sleep 0.3; echo from-the-background"}),
+            )]),
+            // The task finishes while this command runs.
+            tools(vec![call("b1", "bash", json!({"command": "sleep 2"}))]),
+            done("seen"),
+        ],
+        vec![],
+    );
+    assert_eq!(s.agent.run_turn(Some("go")).await.unwrap(), TurnEnd::Done);
+    let requests = s.model.requests();
+    let last = requests[2].last().unwrap();
+    assert!(matches!(&last.content[0], ContentBlock::ToolResult { tool_use_id, .. } if tool_use_id == "b1"));
+    let ContentBlock::Text { text } = &last.content[1] else {
+        panic!("no background results in {last:?}");
+    };
+    assert!(text.starts_with("<background-results>") && text.contains("from-the-background"));
+    assert!(!s.background.has_pending());
+}
+
+#[tokio::test]
+async fn a_task_that_finishes_between_turns_starts_a_turn_of_its_own() {
+    let mut s = setup(
+        vec![
+            tools(vec![call("r1", "background_run", json!({"command": "sleep 0.3; echo late"}))]),
+            done("started"),
+            done("noted"),
+        ],
+        vec![],
+    );
+    assert_eq!(s.agent.run_turn(Some("go")).await.unwrap(), TurnEnd::Done);
+    timeout(PATIENCE, s.background.wait_for_notification())
+        .await
+        .expect("the task finishes");
+    assert_eq!(s.agent.run_turn(None).await.unwrap(), TurnEnd::Done);
+    let requests = s.model.requests();
+    let ContentBlock::Text { text } = &requests[2].last().unwrap().content[0] else {
+        panic!("no background results");
+    };
+    assert!(text.contains("late"), "{text}");
+    assert_eq!(s.agent.run_turn(None).await.unwrap(), TurnEnd::Idle);
+}
+
+#[tokio::test]
+async fn input_that_is_not_a_json_object_is_answered_without_running_the_tool() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let probe = Probe::new("probe", false, &log, || {
+        Box::pin(async { Ok(ToolOutput::ok("ran")) })
+    });
+    let broken = ContentBlock::ToolUse {
+        id: "p1".into(),
+        name: "probe".into(),
+        input: ToolInput::parse(r#"{"path": "a"#),
+    };
+    let mut s = setup(vec![tools(vec![broken]), done("ok")], vec![probe]);
+    s.agent.run_turn(Some("go")).await.unwrap();
+    assert!(log.lock().unwrap().is_empty(), "the tool ran");
+    let requests = s.model.requests();
+    let (_, said, is_error) = &last_results(&requests[1])[0];
+    assert!(*is_error && said.contains("invalid input") && said.contains(r#"{"path": "a"#));
+    let ContentBlock::ToolUse { input, .. } = &requests[1][1].content[0] else {
+        panic!("no call in history");
+    };
+    assert_eq!(*input, ToolInput::from_value(json!({})));
+}
+
+#[tokio::test]
+async fn read_only_calls_run_together_and_others_alone_in_order() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    // Each read-only call waits for the other: run one after the other, they never end.
+    let barrier = Arc::new(Barrier::new(2));
+    let meet = move || -> ToolFuture<'static> {
+        let barrier = barrier.clone();
+        Box::pin(async move {
+            barrier.wait().await;
+            Ok(ToolOutput::ok("met"))
+        })
+    };
+    let reader = Probe::new("reader", true, &log, meet);
+    let writer = Probe::new("writer", false, &log, || {
+        Box::pin(async { Ok(ToolOutput::ok("wrote")) })
+    });
+    let mut s = setup(
+        vec![
+            tools(vec![
+                call("a", "reader", json!({})),
+                call("b", "reader", json!({})),
+                call("w", "writer", json!({})),
+                call("c", "reader", json!({})),
+                call("d", "reader", json!({})),
+            ]),
+            done("ok"),
+        ],
+        vec![reader, writer],
+    );
+    timeout(PATIENCE, s.agent.run_turn(Some("go")))
+        .await
+        .expect("the read-only calls ran one after the other and waited forever")
+        .unwrap();
+    let log = log.lock().unwrap().clone();
+    let at = |line: &str| log.iter().position(|l| l == line).unwrap();
+    assert!(at("start b") < at("end a") && at("start a") < at("end b"), "{log:?}");
+    assert!(at("end a").max(at("end b")) < at("start w"), "{log:?}");
+    assert!(at("end w") < at("start c").min(at("start d")), "{log:?}");
+    let ids: Vec<String> = last_results(&s.model.requests()[1])
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect();
+    assert_eq!(ids, ["a", "b", "w", "c", "d"]);
+}
+
+#[tokio::test]
+async fn a_fatal_tool_error_answers_every_call_and_ends_the_turn() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let broken = Probe::new("broken", false, &log, || {
+        Box::pin(async { Err(ToolError::Fatal(anyhow::anyhow!("the host is out of order"))) })
+    });
+    let mut s = setup(
+        vec![
+            tools(vec![
+                call("x", "broken", json!({})),
+                call("y", "bash", json!({"command": "touch never-made"})),
+            ]),
+            done("ok"),
+        ],
+        vec![broken],
+    );
+    let error = s.agent.run_turn(Some("go")).await.unwrap_err();
+    assert!(matches!(&error, TurnError::Tool { tool, .. } if tool == "broken"), "{error}");
+    assert_eq!(s.agent.run_turn(Some("again")).await.unwrap(), TurnEnd::Done);
+    let results = last_results(&s.model.requests()[1]);
+    assert!(results.iter().all(|(_, _, is_error)| *is_error), "{results:?}");
+    assert!(results[1].1.starts_with("not run"), "{results:?}");
+}
