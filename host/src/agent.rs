@@ -220,16 +220,16 @@ impl Agent {
             .content
             .iter()
             .filter_map(|block| match block {
-                ContentBlock::ToolUse { id, .. } => Some(
-                    match answered.iter().position(|r| calls::answers(r, id)) {
+                ContentBlock::ToolUse { id, .. } => {
+                    Some(match answered.iter().position(|r| calls::answers(r, id)) {
                         Some(index) => answered.swap_remove(index),
                         None => ContentBlock::ToolResult {
                             tool_use_id: id.clone(),
                             content: "interrupted by the user before the tool finished".into(),
                             is_error: true,
                         },
-                    },
-                ),
+                    })
+                }
                 _ => None,
             })
             .collect();

@@ -107,7 +107,11 @@ fn done(said: &str) -> Turn {
 /// every input (as sent) is a JSON object.
 fn assert_protocol(messages: &[Message]) {
     for (i, message) in messages.iter().enumerate() {
-        let expected = if i % 2 == 0 { Role::User } else { Role::Assistant };
+        let expected = if i % 2 == 0 {
+            Role::User
+        } else {
+            Role::Assistant
+        };
         assert_eq!(message.role, expected, "message {i} in {messages:#?}");
         assert!(!message.content.is_empty(), "message {i} is empty");
         let asked: Vec<&str> = message
@@ -138,7 +142,11 @@ fn assert_protocol(messages: &[Message]) {
                 .iter()
                 .filter(|b| matches!(b, ContentBlock::ToolResult { .. }))
                 .count();
-            assert_eq!(all, results(message).len(), "a tool_result after other blocks");
+            assert_eq!(
+                all,
+                results(message).len(),
+                "a tool_result after other blocks"
+            );
             let before: Vec<&str> = match i.checked_sub(1).map(|p| &messages[p]) {
                 Some(previous) => previous
                     .content
@@ -205,7 +213,11 @@ fn setup(turns: Vec<Turn>, extra: Vec<Arc<dyn Tool>>) -> Setup {
         background.clone(),
     );
     let mut registry = ToolRegistry::new();
-    assert!(registry.add_group(NATIVE_OWNER, native.into_tools()).is_empty());
+    assert!(
+        registry
+            .add_group(NATIVE_OWNER, native.into_tools())
+            .is_empty()
+    );
     assert!(registry.add_group("test", extra).is_empty());
     let model = Scripted::new(turns);
     let renderer = Renderer::new(OutputFormat::Text, StatusLine::disabled());
@@ -238,7 +250,7 @@ struct Probe {
 }
 
 impl Probe {
-    fn new(
+    fn tool(
         name: &str,
         read_only: bool,
         log: &Arc<Mutex<Vec<String>>>,
@@ -283,7 +295,10 @@ impl Tool for Probe {
 async fn a_tool_call_is_answered_and_its_result_is_in_the_next_request() {
     let mut s = setup(
         vec![
-            tools(vec![text("looking"), call("t1", "bash", json!({"command": "echo hi"}))]),
+            tools(vec![
+                text("looking"),
+                call("t1", "bash", json!({"command": "echo hi"})),
+            ]),
             done("it said hi"),
         ],
         vec![],
@@ -292,7 +307,10 @@ async fn a_tool_call_is_answered_and_its_result_is_in_the_next_request() {
     assert_eq!(end, TurnEnd::Done);
     let requests = s.model.requests();
     assert_eq!(requests.len(), 2);
-    assert_eq!(last_results(&requests[1]), [("t1".into(), "hi".into(), false)]);
+    assert_eq!(
+        last_results(&requests[1]),
+        [("t1".into(), "hi".into(), false)]
+    );
     assert_eq!(s.agent.history().len(), 4);
 }
 
@@ -301,7 +319,10 @@ async fn an_answer_cut_at_max_tokens_drops_its_unfinished_call_and_ends_the_turn
     let mut s = setup(
         vec![
             answer(
-                vec![text("partial"), call("t1", "bash", json!({"command": "ec"}))],
+                vec![
+                    text("partial"),
+                    call("t1", "bash", json!({"command": "ec"})),
+                ],
                 StopReason::MaxTokens,
             ),
             done("again"),
@@ -311,14 +332,17 @@ async fn an_answer_cut_at_max_tokens_drops_its_unfinished_call_and_ends_the_turn
     let end = s.agent.run_turn(Some("go")).await.unwrap();
     assert_eq!(end, TurnEnd::MaxTokens);
     assert_eq!(s.agent.history()[1].content, vec![text("partial")]);
-    assert_eq!(s.agent.run_turn(Some("go on")).await.unwrap(), TurnEnd::Done);
+    assert_eq!(
+        s.agent.run_turn(Some("go on")).await.unwrap(),
+        TurnEnd::Done
+    );
     assert_eq!(s.model.requests().len(), 2);
 }
 
 #[tokio::test]
 async fn an_interrupted_model_call_or_tool_call_leaves_a_valid_conversation() {
     let log = Arc::new(Mutex::new(Vec::new()));
-    let quick = Probe::new("quick", true, &log, || {
+    let quick = Probe::tool("quick", true, &log, || {
         Box::pin(async { Ok(ToolOutput::ok("quick result")) })
     });
     let mut s = setup(
@@ -340,20 +364,28 @@ async fn an_interrupted_model_call_or_tool_call_leaves_a_valid_conversation() {
     let cut = timeout(Duration::from_millis(500), s.agent.run_turn(Some("two"))).await;
     assert!(cut.is_err());
     s.agent.repair_after_interrupt();
-    assert_eq!(s.agent.run_turn(Some("three")).await.unwrap(), TurnEnd::Done);
+    assert_eq!(
+        s.agent.run_turn(Some("three")).await.unwrap(),
+        TurnEnd::Done
+    );
     let requests = s.model.requests();
     assert_eq!(requests.len(), 3);
     assert_eq!(requests[1][0].content, vec![text("one"), text("two")]);
     let results = last_results(&requests[2]);
     assert_eq!(results[0], ("q1".into(), "quick result".into(), false));
     assert_eq!(results[1].0, "b1");
-    assert!(results[1].1.contains("interrupted") && results[1].2, "{results:?}");
-    assert_eq!(requests[2].last().unwrap().content.last(), Some(&text("three")));
+    assert!(
+        results[1].1.contains("interrupted") && results[1].2,
+        "{results:?}"
+    );
+    assert_eq!(
+        requests[2].last().unwrap().content.last(),
+        Some(&text("three"))
+    );
 }
 
 #[tokio::test]
-async fn a_finished_background_task_is_delivered_after_the_tool_results_before_the_next_call()
-{
+async fn a_finished_background_task_is_delivered_after_the_tool_results_before_the_next_call() {
     let mut s = setup(
         vec![
             tools(vec![call(
@@ -370,7 +402,9 @@ async fn a_finished_background_task_is_delivered_after_the_tool_results_before_t
     assert_eq!(s.agent.run_turn(Some("go")).await.unwrap(), TurnEnd::Done);
     let requests = s.model.requests();
     let last = requests[2].last().unwrap();
-    assert!(matches!(&last.content[0], ContentBlock::ToolResult { tool_use_id, .. } if tool_use_id == "b1"));
+    assert!(
+        matches!(&last.content[0], ContentBlock::ToolResult { tool_use_id, .. } if tool_use_id == "b1")
+    );
     let ContentBlock::Text { text } = &last.content[1] else {
         panic!("no background results in {last:?}");
     };
@@ -382,7 +416,11 @@ async fn a_finished_background_task_is_delivered_after_the_tool_results_before_t
 async fn a_task_that_finishes_between_turns_starts_a_turn_of_its_own() {
     let mut s = setup(
         vec![
-            tools(vec![call("r1", "background_run", json!({"command": "sleep 0.3; echo late"}))]),
+            tools(vec![call(
+                "r1",
+                "background_run",
+                json!({"command": "sleep 0.3; echo late"}),
+            )]),
             done("started"),
             done("noted"),
         ],
@@ -404,7 +442,7 @@ async fn a_task_that_finishes_between_turns_starts_a_turn_of_its_own() {
 #[tokio::test]
 async fn input_that_is_not_a_json_object_is_answered_without_running_the_tool() {
     let log = Arc::new(Mutex::new(Vec::new()));
-    let probe = Probe::new("probe", false, &log, || {
+    let probe = Probe::tool("probe", false, &log, || {
         Box::pin(async { Ok(ToolOutput::ok("ran")) })
     });
     let broken = ContentBlock::ToolUse {
@@ -436,8 +474,8 @@ async fn read_only_calls_run_together_and_others_alone_in_order() {
             Ok(ToolOutput::ok("met"))
         })
     };
-    let reader = Probe::new("reader", true, &log, meet);
-    let writer = Probe::new("writer", false, &log, || {
+    let reader = Probe::tool("reader", true, &log, meet);
+    let writer = Probe::tool("writer", false, &log, || {
         Box::pin(async { Ok(ToolOutput::ok("wrote")) })
     });
     let mut s = setup(
@@ -459,7 +497,10 @@ async fn read_only_calls_run_together_and_others_alone_in_order() {
         .unwrap();
     let log = log.lock().unwrap().clone();
     let at = |line: &str| log.iter().position(|l| l == line).unwrap();
-    assert!(at("start b") < at("end a") && at("start a") < at("end b"), "{log:?}");
+    assert!(
+        at("start b") < at("end a") && at("start a") < at("end b"),
+        "{log:?}"
+    );
     assert!(at("end a").max(at("end b")) < at("start w"), "{log:?}");
     assert!(at("end w") < at("start c").min(at("start d")), "{log:?}");
     let ids: Vec<String> = last_results(&s.model.requests()[1])
@@ -472,8 +513,12 @@ async fn read_only_calls_run_together_and_others_alone_in_order() {
 #[tokio::test]
 async fn a_fatal_tool_error_answers_every_call_and_ends_the_turn() {
     let log = Arc::new(Mutex::new(Vec::new()));
-    let broken = Probe::new("broken", false, &log, || {
-        Box::pin(async { Err(ToolError::Fatal(anyhow::anyhow!("the host is out of order"))) })
+    let broken = Probe::tool("broken", false, &log, || {
+        Box::pin(async {
+            Err(ToolError::Fatal(anyhow::anyhow!(
+                "the host is out of order"
+            )))
+        })
     });
     let mut s = setup(
         vec![
@@ -486,9 +531,18 @@ async fn a_fatal_tool_error_answers_every_call_and_ends_the_turn() {
         vec![broken],
     );
     let error = s.agent.run_turn(Some("go")).await.unwrap_err();
-    assert!(matches!(&error, TurnError::Tool { tool, .. } if tool == "broken"), "{error}");
-    assert_eq!(s.agent.run_turn(Some("again")).await.unwrap(), TurnEnd::Done);
+    assert!(
+        matches!(&error, TurnError::Tool { tool, .. } if tool == "broken"),
+        "{error}"
+    );
+    assert_eq!(
+        s.agent.run_turn(Some("again")).await.unwrap(),
+        TurnEnd::Done
+    );
     let results = last_results(&s.model.requests()[1]);
-    assert!(results.iter().all(|(_, _, is_error)| *is_error), "{results:?}");
+    assert!(
+        results.iter().all(|(_, _, is_error)| *is_error),
+        "{results:?}"
+    );
     assert!(results[1].1.starts_with("not run"), "{results:?}");
 }

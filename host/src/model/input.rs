@@ -93,10 +93,7 @@ mod tests {
 
     #[test]
     fn objects_pass_and_anything_else_is_invalid_but_sent_as_an_empty_object() {
-        assert_eq!(
-            ToolInput::parse(r#"{"a": 1}"#).to_value(),
-            json!({"a": 1})
-        );
+        assert_eq!(ToolInput::parse(r#"{"a": 1}"#).to_value(), json!({"a": 1}));
         assert_eq!(ToolInput::parse("  ").to_value(), json!({}));
         for raw in [r#"{"a": "#, "[1, 2]", "\"text\"", "null"] {
             let input = ToolInput::parse(raw);

@@ -20,7 +20,8 @@ pub use input::ToolInput;
 
 /// What a [`ModelProvider::send`] returns: a boxed future, so the trait stays object-safe
 /// (`Arc<dyn ModelProvider>`) without a macro crate.
-pub type ModelFuture<'a> = Pin<Box<dyn Future<Output = Result<ModelResponse, ModelError>> + Send + 'a>>;
+pub type ModelFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ModelResponse, ModelError>> + Send + 'a>>;
 
 /// A model API: sends the conversation and returns the assistant's next message.
 ///

@@ -50,9 +50,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::tools::{ToolHints, ToolSpec};
 
-pub use handle::PluginHandle;
 use cache::{CacheOutcome, Compiled, ComponentCache};
 use describe_failures::DescribeFailures;
+pub use handle::PluginHandle;
 use manifest::{Access, Grants, HostPattern};
 use net::{NetworkGate, Refusal};
 

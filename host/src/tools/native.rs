@@ -31,7 +31,12 @@ pub struct NativeConfig {
 }
 
 /// The names of the native tools, which no plugin tool may take.
-pub const NAMES: [&str; 4] = ["bash", "background_run", "check_background", "kill_background"];
+pub const NAMES: [&str; 4] = [
+    "bash",
+    "background_run",
+    "check_background",
+    "kill_background",
+];
 
 /// What the native tools share: their settings and the background tasks.
 pub struct NativeTools {
@@ -291,7 +296,11 @@ impl Tool for BackgroundRun {
     }
 
     fn call<'a>(&'a self, input: &'a Value, _context: &'a ToolContext) -> ToolFuture<'a> {
-        Box::pin(async move { self.1.background_run(parse(input)?).map_err(ToolError::Failed) })
+        Box::pin(async move {
+            self.1
+                .background_run(parse(input)?)
+                .map_err(ToolError::Failed)
+        })
     }
 }
 
@@ -306,7 +315,10 @@ impl Tool for CheckBackground {
     fn call<'a>(&'a self, input: &'a Value, _context: &'a ToolContext) -> ToolFuture<'a> {
         Box::pin(async move {
             let input = parse(input)?;
-            self.1.check_background(input).await.map_err(ToolError::Failed)
+            self.1
+                .check_background(input)
+                .await
+                .map_err(ToolError::Failed)
         })
     }
 }
@@ -320,7 +332,11 @@ impl Tool for KillBackground {
     }
 
     fn call<'a>(&'a self, input: &'a Value, _context: &'a ToolContext) -> ToolFuture<'a> {
-        Box::pin(async move { self.1.kill_background(parse(input)?).map_err(ToolError::Failed) })
+        Box::pin(async move {
+            self.1
+                .kill_background(parse(input)?)
+                .map_err(ToolError::Failed)
+        })
     }
 }
 
@@ -393,9 +409,19 @@ mod tests {
         let tools = NativeTools::new(config, background).into_tools();
         let names: Vec<&str> = tools.iter().map(|t| t.spec().name.as_str()).collect();
         assert_eq!(names, NAMES);
-        let timeout_text = |i: usize| tools[i].spec().input_schema["properties"]["timeout"]["description"].to_string();
-        assert!(timeout_text(0).contains("default 7)"), "{}", timeout_text(0));
-        assert!(timeout_text(1).contains("default 4242)"), "{}", timeout_text(1));
+        let timeout_text = |i: usize| {
+            tools[i].spec().input_schema["properties"]["timeout"]["description"].to_string()
+        };
+        assert!(
+            timeout_text(0).contains("default 7)"),
+            "{}",
+            timeout_text(0)
+        );
+        assert!(
+            timeout_text(1).contains("default 4242)"),
+            "{}",
+            timeout_text(1)
+        );
     }
 
     #[test]

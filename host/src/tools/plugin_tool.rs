@@ -27,7 +27,9 @@ impl PluginTool {
                     .plugin()
                     .tools
                     .iter()
-                    .map(|spec| Arc::new(PluginTool::new(spec.clone(), plugin.clone())) as Arc<dyn Tool>)
+                    .map(|spec| {
+                        Arc::new(PluginTool::new(spec.clone(), plugin.clone())) as Arc<dyn Tool>
+                    })
                     .collect();
                 (owner, tools)
             })

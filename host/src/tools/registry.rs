@@ -147,7 +147,8 @@ impl ToolRegistry {
     /// Whether `name` is a tool whose hints say it only reads (and so may run alongside
     /// other read-only calls).
     pub fn is_read_only(&self, name: &str) -> bool {
-        self.get(name).is_some_and(|tool| tool.spec().hints.read_only)
+        self.get(name)
+            .is_some_and(|tool| tool.spec().hints.read_only)
     }
 
     /// Runs a tool. Every failure the model should hear of (an unknown name, input that is
