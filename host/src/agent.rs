@@ -49,7 +49,7 @@ pub enum TurnError {
 
 pub struct Agent {
     provider: Arc<dyn ModelProvider>,
-    tools: ToolRegistry,
+    tools: Arc<ToolRegistry>,
     tool_definitions: Vec<ToolDefinition>,
     background: BackgroundManager,
     renderer: Renderer,
@@ -78,7 +78,7 @@ impl Agent {
             .collect();
         Agent {
             provider,
-            tools,
+            tools: Arc::new(tools),
             tool_definitions,
             background,
             renderer,

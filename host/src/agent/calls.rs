@@ -7,13 +7,15 @@
 //! order whatever order the calls finish in, and each result is kept in `Agent::answered`
 //! as soon as its group is done, so an interrupted turn keeps the results it has.
 
-use futures_util::{StreamExt, stream};
+use std::sync::Arc;
+
 use serde_json::Value;
+use tokio::task::JoinSet;
 
 use super::{Agent, TurnError};
 use crate::model::{ContentBlock, ToolInput};
 use crate::render::Event;
-use crate::tools::{ToolContext, ToolOutput};
+use crate::tools::{ToolContext, ToolOutput, ToolRegistry};
 
 /// Read-only calls in flight at once. Each plugin call takes an instance from a bounded
 /// pool, so one answer with many calls must not take all of it.
@@ -94,11 +96,11 @@ impl Agent {
                 self.renderer
                     .busy(&format!("running {} read-only tools", group.len()));
             }
-            let outcomes: Vec<_> = stream::iter(group)
-                .map(|call| self.run_one(call))
-                .buffered(MAX_PARALLEL)
-                .collect()
-                .await;
+            let outcomes = if group.len() == 1 {
+                vec![run_one(&self.tools, first).await]
+            } else {
+                run_together(&self.tools, group).await
+            };
             for (call, outcome) in group.iter().zip(outcomes) {
                 let output = outcome.unwrap_or_else(|error| {
                     let output = ToolOutput::error(format!("{error:#}"));
@@ -128,24 +130,6 @@ impl Agent {
         matches!(call.input, ToolInput::Object(_)) && self.tools.is_read_only(&call.name)
     }
 
-    /// Runs one call; an invalid input is answered without running the tool.
-    async fn run_one(&self, call: &Call) -> Result<ToolOutput, anyhow::Error> {
-        match &call.input {
-            ToolInput::Invalid { raw, error } => Ok(ToolOutput::error(format!(
-                "invalid input: the input of `{}` is not a JSON object ({error}): {raw}",
-                call.name
-            ))),
-            ToolInput::Object(_) => {
-                let context = ToolContext {
-                    call_id: call.id.clone(),
-                };
-                self.tools
-                    .call(&call.name, &call.input.to_value(), &context)
-                    .await
-            }
-        }
-    }
-
     /// Keeps the result of `call` and shows it, after the call itself if `show_call`.
     fn answer(&mut self, call: &Call, output: ToolOutput, show_call: bool) {
         if show_call {
@@ -166,4 +150,51 @@ impl Agent {
             is_error: output.is_error,
         });
     }
+}
+
+/// Runs one call; an invalid input is answered without running the tool.
+async fn run_one(tools: &ToolRegistry, call: &Call) -> Result<ToolOutput, anyhow::Error> {
+    match &call.input {
+        ToolInput::Invalid { raw, error } => Ok(ToolOutput::error(format!(
+            "invalid input: the input of `{}` is not a JSON object ({error}): {raw}",
+            call.name
+        ))),
+        ToolInput::Object(_) => {
+            let context = ToolContext {
+                call_id: call.id.clone(),
+            };
+            tools
+                .call(&call.name, &call.input.to_value(), &context)
+                .await
+        }
+    }
+}
+
+/// Runs `group` concurrently, at most [`MAX_PARALLEL`] at a time, each call as a task of
+/// its own (a plugin call is CPU-bound wasm: in one task, calls would only take turns);
+/// returns the outcomes in the order of `group`. Dropping the future (an interrupted
+/// turn) aborts the calls still running.
+async fn run_together(
+    tools: &Arc<ToolRegistry>,
+    group: &[Call],
+) -> Vec<Result<ToolOutput, anyhow::Error>> {
+    let mut outcomes = Vec::with_capacity(group.len());
+    for chunk in group.chunks(MAX_PARALLEL) {
+        let mut running = JoinSet::new();
+        for (index, call) in chunk.iter().cloned().enumerate() {
+            let tools = tools.clone();
+            running.spawn(async move { (index, run_one(&tools, &call).await) });
+        }
+        let mut done: Vec<Option<Result<ToolOutput, anyhow::Error>>> =
+            chunk.iter().map(|_| None).collect();
+        while let Some(joined) = running.join_next().await {
+            match joined {
+                Ok((index, outcome)) => done[index] = Some(outcome),
+                // A panicking tool is a broken host, not the model's error.
+                Err(error) => std::panic::resume_unwind(error.into_panic()),
+            }
+        }
+        outcomes.extend(done.into_iter().map(|o| o.expect("every call was joined")));
+    }
+    outcomes
 }
