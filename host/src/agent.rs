@@ -9,6 +9,8 @@
 //! [`calls`].
 
 mod calls;
+#[cfg(test)]
+mod scripted;
 
 use std::sync::Arc;
 
