@@ -143,9 +143,12 @@ impl NativeTools {
         ]
     }
 
-    /// The time limit of a command: the one asked for (the schema bounds it), or `default`.
+    /// The time limit of a command: the one asked for (the schema bounds it to more than 0
+    /// and at most a day), or `default`.
     fn timeout(&self, requested: Option<f64>, default: Duration) -> Duration {
-        requested.map_or(default, Duration::from_secs_f64)
+        requested
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .unwrap_or(default)
     }
 
     async fn bash(&self, input: CommandInput) -> Result<ToolOutput, String> {
