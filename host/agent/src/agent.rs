@@ -1,18 +1,27 @@
 //! The agent loop: prompt -> model -> tools -> results -> model, until the turn ends.
 //!
-//! It owns the conversation. Before every model call it drains the BackgroundManager's
-//! queue and puts finished tasks into the current user message, after any tool results
-//! (the API wants tool results first), as `<background-results>` text. So the model learns
-//! of finished tasks without polling, and each notification is delivered exactly once.
+//! It owns the conversation and speaks to the model only through [`ModelProvider`] and to
+//! tools only through the [`ToolRegistry`]. Before every model call it drains the
+//! BackgroundManager's queue and puts finished tasks into the current user message, after
+//! any tool results (the API wants tool results first), as `<background-results>` text. So
+//! the model learns of finished tasks without polling, and each notification is delivered
+//! exactly once. How the calls of one answer run (read-only ones together) is in
+//! [`calls`].
+
+mod calls;
+#[cfg(test)]
+mod scripted;
+
+use std::sync::Arc;
 
 use crate::background::BackgroundManager;
-use crate::model::anthropic::{AnthropicClient, INVALID_JSON_KEY};
 use crate::model::{
-    ContentBlock, Message, ModelError, ModelEvent, ModelRequest, Role, StopReason, ToolDefinition,
+    ContentBlock, Message, ModelError, ModelEvent, ModelProvider, ModelRequest, Role, StopReason,
+    ToolDefinition,
 };
 use crate::render::{Event, Renderer};
 use crate::task_text::background_results_text;
-use crate::tools::{ToolOutput, ToolRegistry};
+use crate::tools::ToolRegistry;
 
 /// How a turn ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,19 +34,38 @@ pub enum TurnEnd {
     Idle,
 }
 
+/// Why a turn stopped before its end. The conversation stays valid either way: the next
+/// turn may be tried.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A tool failed in a way that is not the model's to handle (see
+    /// [`crate::tools::ToolError::Fatal`]).
+    #[error("tool `{tool}` failed: {source:#}")]
+    Tool {
+        tool: String,
+        #[source]
+        source: anyhow::Error,
+    },
+}
+
 pub struct Agent {
-    client: AnthropicClient,
-    tools: ToolRegistry,
+    provider: Arc<dyn ModelProvider>,
+    tools: Arc<ToolRegistry>,
     tool_definitions: Vec<ToolDefinition>,
     background: BackgroundManager,
     renderer: Renderer,
     system: String,
     history: Vec<Message>,
+    /// Results of the calls of the last assistant message answered so far; they go into
+    /// the history when every call is answered, or when an interrupted turn is repaired.
+    answered: Vec<ContentBlock>,
 }
 
 impl Agent {
     pub fn new(
-        client: AnthropicClient,
+        provider: Arc<dyn ModelProvider>,
         tools: ToolRegistry,
         background: BackgroundManager,
         renderer: Renderer,
@@ -45,7 +73,6 @@ impl Agent {
     ) -> Agent {
         let tool_definitions = tools
             .specs()
-            .iter()
             .map(|spec| ToolDefinition {
                 name: spec.name.clone(),
                 description: spec.description.clone(),
@@ -53,27 +80,33 @@ impl Agent {
             })
             .collect();
         Agent {
-            client,
-            tools,
+            provider,
+            tools: Arc::new(tools),
             tool_definitions,
             background,
             renderer,
             system,
             history: Vec::new(),
+            answered: Vec::new(),
         }
+    }
+
+    /// The conversation so far.
+    pub fn history(&self) -> &[Message] {
+        &self.history
     }
 
     /// Runs one turn: adds the user's text (if any), then calls the model and runs the tools
     /// it asks for until it stops asking. With no text, the turn only happens when finished
     /// background tasks wait to be delivered.
-    pub async fn run_turn(&mut self, user_text: Option<&str>) -> Result<TurnEnd, ModelError> {
+    pub async fn run_turn(&mut self, user_text: Option<&str>) -> Result<TurnEnd, TurnError> {
         self.renderer.busy("thinking");
         let end = self.turn(user_text).await;
         self.renderer.idle();
         end
     }
 
-    async fn turn(&mut self, user_text: Option<&str>) -> Result<TurnEnd, ModelError> {
+    async fn turn(&mut self, user_text: Option<&str>) -> Result<TurnEnd, TurnError> {
         if let Some(text) = user_text {
             self.push_user(vec![ContentBlock::Text {
                 text: text.to_string(),
@@ -106,7 +139,7 @@ impl Agent {
                 messages: &self.history,
                 tools: &self.tool_definitions,
             };
-            let response = self.client.send(request, &mut on_event).await?;
+            let response = self.provider.send(request, &mut on_event).await?;
             if streamed_text {
                 self.renderer.emit(Event::TextEnd);
             }
@@ -123,15 +156,8 @@ impl Agent {
                 // tool_use is left without its result.
                 content.retain(|block| !matches!(block, ContentBlock::ToolUse { .. }));
             }
-            let calls: Vec<(String, String, serde_json::Value)> = content
-                .iter()
-                .filter_map(|block| match block {
-                    ContentBlock::ToolUse { id, name, input } => {
-                        Some((id.clone(), name.clone(), input.clone()))
-                    }
-                    _ => None,
-                })
-                .collect();
+            let calls: Vec<calls::Call> = content.iter().filter_map(calls::Call::of).collect();
+            calls::valid_for_history(&mut content);
             if !content.is_empty() {
                 self.history.push(Message {
                     role: Role::Assistant,
@@ -147,31 +173,13 @@ impl Agent {
                 }
                 return Ok(TurnEnd::Done);
             }
-            let mut results = Vec::with_capacity(calls.len());
-            for (id, name, input) in calls {
-                self.renderer.emit(Event::ToolCall {
-                    id: &id,
-                    name: &name,
-                    input: &input,
-                });
-                let output = match input.get(INVALID_JSON_KEY) {
-                    Some(raw) => ToolOutput::error(format!(
-                        "invalid input: the tool input is not a JSON object: {raw}"
-                    )),
-                    None => self.tools.call(&name, &input, &id).await,
-                };
-                self.renderer.emit(Event::ToolResult {
-                    id: &id,
-                    name: &name,
-                    output: &output,
-                });
-                results.push(ContentBlock::ToolResult {
-                    tool_use_id: id,
-                    content: output.text,
-                    is_error: output.is_error,
-                });
-            }
+            self.answered.clear();
+            let fatal = self.run_calls(&calls).await;
+            let results = std::mem::take(&mut self.answered);
             self.push_user(results);
+            if let Some(error) = fatal {
+                return Err(error);
+            }
         }
     }
 
@@ -201,7 +209,8 @@ impl Agent {
     }
 
     /// Makes the history valid again after a turn was interrupted: every `tool_use` of the
-    /// last assistant message gets a result, so the next request is accepted.
+    /// last assistant message gets a result (its real one if the call had finished), so
+    /// the next request is accepted.
     pub fn repair_after_interrupt(&mut self) {
         let Some(last) = self.history.last() else {
             return;
@@ -209,23 +218,33 @@ impl Agent {
         if last.role != Role::Assistant {
             return;
         }
-        let unanswered: Vec<ContentBlock> = last
+        let mut answered = std::mem::take(&mut self.answered);
+        let results: Vec<ContentBlock> = last
             .content
             .iter()
             .filter_map(|block| match block {
-                ContentBlock::ToolUse { id, .. } => Some(ContentBlock::ToolResult {
-                    tool_use_id: id.clone(),
-                    content: "interrupted by the user before the tool finished".into(),
-                    is_error: true,
-                }),
+                ContentBlock::ToolUse { id, .. } => {
+                    Some(match answered.iter().position(|r| calls::answers(r, id)) {
+                        Some(index) => answered.swap_remove(index),
+                        None => ContentBlock::ToolResult {
+                            tool_use_id: id.clone(),
+                            content: "interrupted by the user before the tool finished".into(),
+                            is_error: true,
+                        },
+                    })
+                }
                 _ => None,
             })
             .collect();
-        if !unanswered.is_empty() {
-            self.push_user(unanswered);
+        if !results.is_empty() {
+            self.push_user(results);
         }
     }
 }
+
+#[cfg(test)]
+#[path = "agent_tests.rs"]
+mod tests;
 
 fn stop_reason_name(reason: &StopReason) -> &str {
     match reason {

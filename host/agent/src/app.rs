@@ -73,12 +73,18 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         },
         background.clone(),
     );
-    let (tools, problems) = ToolRegistry::new(native, Arc::new(plugins));
+    let (tools, problems) = ToolRegistry::with_plugins(native.into_tools(), &Arc::new(plugins));
     for problem in plugin_problems.iter().chain(&problems) {
         renderer.emit(Event::Warning(problem));
     }
     let system = system_prompt(&config);
-    let mut agent = Agent::new(client, tools, background.clone(), renderer.clone(), system);
+    let mut agent = Agent::new(
+        Arc::new(client),
+        tools,
+        background.clone(),
+        renderer.clone(),
+        system,
+    );
 
     let outcome = match &cli.prompt {
         Some(prompt) => {

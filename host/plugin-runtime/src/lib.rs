@@ -31,6 +31,7 @@ pub mod describe_failures;
 pub mod discovery;
 mod engine;
 mod errors;
+mod handle;
 mod host;
 pub mod log;
 pub mod manifest;
@@ -43,6 +44,7 @@ pub mod trust;
 use std::time::Duration;
 
 pub use errors::CallError;
+pub use handle::PluginHandle;
 pub use host::{Loaded, LoadedPlugin, PluginHost, PluginSource};
 pub use tool_spec::{ToolHints, ToolSpec};
 

@@ -367,7 +367,7 @@ mod tests {
                 "absolute",
             ),
         ] {
-            let error = Grants::parse(text).unwrap_err();
+            let error = Grants::parse(text).unwrap_err().to_string();
             assert!(error.contains(expected), "{text}: {error}");
         }
     }

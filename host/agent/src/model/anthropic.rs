@@ -18,7 +18,10 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::sse::{SseDecoder, SseError};
-use super::{ContentBlock, ModelError, ModelEvent, ModelRequest, ModelResponse, StopReason, Usage};
+use super::{
+    ContentBlock, ModelError, ModelEvent, ModelFuture, ModelProvider, ModelRequest, ModelResponse,
+    StopReason, ToolInput, Usage,
+};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 const API_VERSION: &str = "2023-06-01";
@@ -339,6 +342,16 @@ impl AnthropicClient {
     }
 }
 
+impl ModelProvider for AnthropicClient {
+    fn send<'a>(
+        &'a self,
+        request: ModelRequest<'a>,
+        on_event: &'a mut (dyn FnMut(ModelEvent) + Send),
+    ) -> ModelFuture<'a> {
+        Box::pin(AnthropicClient::send(self, request, on_event))
+    }
+}
+
 /// A content block while its deltas arrive.
 enum PartialBlock {
     Text(String),
@@ -581,29 +594,20 @@ where
 }
 
 /// Turns an assembled block into content; a tool input that is not a JSON object becomes
-/// an object carrying the raw text under `__invalid_json`, which the loop answers with an
-/// error result instead of calling the tool.
+/// [`ToolInput::Invalid`], which the loop answers with an error result instead of calling
+/// the tool.
 fn finish_block(block: PartialBlock) -> Option<ContentBlock> {
     match block {
         PartialBlock::Text(text) if text.is_empty() => None,
         PartialBlock::Text(text) => Some(ContentBlock::Text { text }),
-        PartialBlock::ToolUse { id, name, json } => {
-            let input = if json.trim().is_empty() {
-                json!({})
-            } else {
-                match serde_json::from_str::<Value>(&json) {
-                    Ok(value) if value.is_object() => value,
-                    _ => json!({ INVALID_JSON_KEY: json }),
-                }
-            };
-            Some(ContentBlock::ToolUse { id, name, input })
-        }
+        PartialBlock::ToolUse { id, name, json } => Some(ContentBlock::ToolUse {
+            id,
+            name,
+            input: ToolInput::parse(&json),
+        }),
         PartialBlock::Ignored => None,
     }
 }
-
-/// Where [`finish_block`] keeps tool input that was not a JSON object.
-pub const INVALID_JSON_KEY: &str = "__invalid_json";
 
 fn parse_message(message: &Value) -> Result<ModelResponse, ModelError> {
     let content: Vec<ContentBlock> = message["content"]

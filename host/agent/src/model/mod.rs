@@ -1,15 +1,40 @@
-//! Model providers: the conversation types and the client that sends them.
+//! Model providers: the conversation types and the [`ModelProvider`] trait that sends them.
 //!
 //! The conversation is kept in the Anthropic Messages shape (user and assistant messages
 //! made of text, `tool_use` and `tool_result` blocks), which is what the loop reasons in.
-//! [`anthropic`] speaks it over HTTP with streaming and retries; [`sse`] decodes its
+//! The loop only knows [`ModelProvider`]; [`anthropic`] is its first implementation,
+//! speaking the Messages API over HTTP with streaming and retries; [`sse`] decodes its
 //! streamed answers within limits.
 
 pub mod anthropic;
+mod input;
 pub mod sse;
+
+use std::future::Future;
+use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use input::ToolInput;
+
+/// What a [`ModelProvider::send`] returns: a boxed future, so the trait stays object-safe
+/// (`Arc<dyn ModelProvider>`) without a macro crate.
+pub type ModelFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ModelResponse, ModelError>> + Send + 'a>>;
+
+/// A model API: sends the conversation and returns the assistant's next message.
+///
+/// The loop is written against this trait only, so a provider is added (or scripted in
+/// tests) without touching it. `on_event` receives progress (text as it streams, retries)
+/// while the call runs.
+pub trait ModelProvider: Send + Sync {
+    fn send<'a>(
+        &'a self,
+        request: ModelRequest<'a>,
+        on_event: &'a mut (dyn FnMut(ModelEvent) + Send),
+    ) -> ModelFuture<'a>;
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -28,7 +53,9 @@ pub enum ContentBlock {
     ToolUse {
         id: String,
         name: String,
-        input: Value,
+        /// What the model gave as the input; see [`ToolInput`] for input that is not a
+        /// JSON object.
+        input: ToolInput,
     },
     ToolResult {
         tool_use_id: String,

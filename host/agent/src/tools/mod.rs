@@ -1,21 +1,26 @@
-//! The tool registry: every tool the model may call, by name, and how to run it.
+//! Tools: what the model may call, behind one [`Tool`] trait, kept by name in the
+//! [`ToolRegistry`].
 //!
-//! Two kinds of tool live here behind one interface: native tools (`bash` and the
-//! background-task tools, the only ones that start processes) and plugin tools (every file
-//! tool, run as a WebAssembly component by the [`agent_plugin_runtime`]). The agent loop
-//! only sees [`ToolSpec`]s and [`ToolOutput`]s.
+//! Two kinds of tool are adapters to that trait: native tools ([`native`]: `bash` and the
+//! background-task tools, the only ones that start processes) and plugin tools
+//! ([`plugin_tool`]: every file tool, run as a WebAssembly component by the
+//! [`agent_plugin_runtime`]). The registry owns what is common to every call: the name
+//! (one clash rule) and the input check (the tool's JSON Schema), so an adapter receives
+//! only input its schema accepts. The agent loop only sees [`ToolSpec`]s and
+//! [`ToolOutput`]s.
 
 mod file_modes;
 pub mod native;
+pub mod plugin_tool;
+mod registry;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 
 use serde_json::Value;
 
-use agent_plugin_runtime::{LoadedPlugin, PluginHost};
 pub use agent_plugin_runtime::{ToolHints, ToolSpec};
-use native::NativeTools;
+pub use registry::{NATIVE_OWNER, ToolRegistry, name_clashes};
 
 /// The result of one tool call, as the model sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,156 +45,37 @@ impl ToolOutput {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Handler {
-    Native,
-    Plugin(usize),
+/// Why a call produced no [`ToolOutput`].
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// The call failed in a way the model should be told of (bad input, a refused
+    /// command, a plugin error); the model sees the message as an error result and the
+    /// turn goes on.
+    #[error("{0}")]
+    Failed(String),
+    /// The host cannot go on with this turn (it is broken, not the call); the loop
+    /// answers the calls of the answer so the conversation stays valid, and ends the turn
+    /// with this error.
+    #[error(transparent)]
+    Fatal(anyhow::Error),
 }
 
-/// The plugin tools that lose their name to an earlier tool: the native tools come first,
-/// then the plugins in load order, and the first to offer a name keeps it. One problem per
-/// plugin and owner, with the index of the plugin that loses.
-pub fn name_clashes(plugins: &[LoadedPlugin]) -> Vec<(usize, String)> {
-    let mut owners: HashMap<String, String> = NativeTools::specs()
-        .into_iter()
-        .map(|spec| (spec.name, "the agent itself".to_string()))
-        .collect();
-    let mut problems = Vec::new();
-    for (index, plugin) in plugins.iter().enumerate() {
-        let mut lost: Vec<(String, Vec<&str>)> = Vec::new();
-        for tool in &plugin.tools {
-            match owners.get(&tool.name) {
-                Some(owner) => match lost.iter_mut().find(|(o, _)| o == owner) {
-                    Some((_, names)) => names.push(&tool.name),
-                    None => lost.push((owner.clone(), vec![&tool.name])),
-                },
-                None => {
-                    owners.insert(tool.name.clone(), plugin.source.to_string());
-                }
-            }
-        }
-        for (owner, names) in lost {
-            let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
-            let (noun, verb) = if names.len() == 1 {
-                ("tool", "is")
-            } else {
-                ("tools", "are")
-            };
-            problems.push((
-                index,
-                format!(
-                    "{}: {noun} {} {verb} already provided by {owner}; skipped",
-                    plugin.source,
-                    list.join(", ")
-                ),
-            ));
-        }
-    }
-    problems
+/// What a call knows besides its input.
+#[derive(Debug, Clone)]
+pub struct ToolContext {
+    /// The model's id of this call (`tool_use.id`); plugins log it.
+    pub call_id: String,
 }
 
-/// Every tool by name; built once at start-up.
-pub struct ToolRegistry {
-    specs: Vec<ToolSpec>,
-    handlers: HashMap<String, (Handler, jsonschema::Validator)>,
-    native: NativeTools,
-    plugins: Arc<PluginHost>,
-}
+/// What [`Tool::call`] returns: a boxed future, so tools are `Arc<dyn Tool>`.
+pub type ToolFuture<'a> = Pin<Box<dyn Future<Output = Result<ToolOutput, ToolError>> + Send + 'a>>;
 
-impl ToolRegistry {
-    /// Registers the native tools, then each plugin's tools in load order. A plugin tool
-    /// whose name is taken is skipped (see [`name_clashes`] for the problems reported); the
-    /// rest still register.
-    pub fn new(native: NativeTools, plugins: Arc<PluginHost>) -> (ToolRegistry, Vec<String>) {
-        let mut registry = ToolRegistry {
-            specs: Vec::new(),
-            handlers: HashMap::new(),
-            native,
-            plugins: plugins.clone(),
-        };
-        for spec in NativeTools::specs() {
-            registry
-                .add(spec, Handler::Native)
-                .expect("the native tools' schemas are valid");
-        }
-        let mut problems: Vec<String> = name_clashes(plugins.plugins())
-            .into_iter()
-            .map(|(_, problem)| problem)
-            .collect();
-        for (index, plugin) in plugins.plugins().iter().enumerate() {
-            for spec in &plugin.tools {
-                if registry.handlers.contains_key(&spec.name) {
-                    continue;
-                }
-                if let Err(problem) = registry.add(spec.clone(), Handler::Plugin(index)) {
-                    problems.push(format!("{}: {problem}; the tool is skipped", plugin.source));
-                }
-            }
-        }
-        (registry, problems)
-    }
+/// A tool the model may call.
+pub trait Tool: Send + Sync {
+    /// Its name, description, input schema and hints, as offered to the model.
+    fn spec(&self) -> &ToolSpec;
 
-    /// Registers a tool whose name is free.
-    fn add(&mut self, spec: ToolSpec, handler: Handler) -> Result<(), String> {
-        let validator = spec.validator().map_err(|e| format!("{e:#}"))?;
-        self.handlers
-            .insert(spec.name.clone(), (handler, validator));
-        self.specs.push(spec);
-        Ok(())
-    }
-
-    pub fn specs(&self) -> &[ToolSpec] {
-        &self.specs
-    }
-
-    /// Runs a tool. Every failure, including an unknown tool name or input that is not a
-    /// JSON object, becomes an error output for the model; nothing here ends the loop.
-    pub async fn call(&self, name: &str, input: &Value, call_id: &str) -> ToolOutput {
-        let Some((handler, validator)) = self.handlers.get(name) else {
-            let known: Vec<&str> = self.specs.iter().map(|s| s.name.as_str()).collect();
-            return ToolOutput::error(format!(
-                "unknown tool `{name}`; the tools are: {}",
-                known.join(", ")
-            ));
-        };
-        if !input.is_object() {
-            return ToolOutput::error(format!(
-                "invalid input: the input of `{name}` must be a JSON object"
-            ));
-        }
-        let problems: Vec<String> = validator
-            .iter_errors(input)
-            .take(5)
-            .map(|error| match error.instance_path().to_string() {
-                path if path.is_empty() => error.to_string(),
-                path => format!("{path}: {error}"),
-            })
-            .collect();
-        if !problems.is_empty() {
-            return ToolOutput::error(format!(
-                "invalid input for `{name}`: {}",
-                problems.join("; ")
-            ));
-        }
-        match *handler {
-            Handler::Native => self.native.call(name, input).await,
-            Handler::Plugin(index) => {
-                let kept_mode = (self.plugins.plugins()[index].is_built_in()
-                    && file_modes::REPLACING_TOOLS.contains(&name))
-                .then(|| input["path"].as_str())
-                .flatten()
-                .and_then(|path| file_modes::remember(self.plugins.workspace(), path));
-                let input = input.to_string();
-                match self.plugins.call(index, name, &input, call_id).await {
-                    Ok(text) => {
-                        if let Some(kept) = kept_mode {
-                            kept.restore();
-                        }
-                        ToolOutput::ok(text)
-                    }
-                    Err(error) => ToolOutput::error(error.to_string()),
-                }
-            }
-        }
-    }
+    /// Runs one call. The registry has already checked `input` against the spec's
+    /// schema, so an adapter does not check again what the schema says.
+    fn call<'a>(&'a self, input: &'a Value, context: &'a ToolContext) -> ToolFuture<'a>;
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ToolHints, ToolOutput, ToolSpec};
+use super::{Tool, ToolContext, ToolError, ToolFuture, ToolHints, ToolOutput, ToolSpec};
 use crate::background::BackgroundManager;
 use crate::output::HeadTail;
 use crate::process::{self, Ending};
@@ -31,6 +31,15 @@ pub struct NativeConfig {
     pub background_timeout: Duration,
 }
 
+/// The names of the native tools, which no plugin tool may take.
+pub const NAMES: [&str; 4] = [
+    "bash",
+    "background_run",
+    "check_background",
+    "kill_background",
+];
+
+/// What the native tools share: their settings and the background tasks.
 pub struct NativeTools {
     config: NativeConfig,
     background: BackgroundManager,
@@ -44,7 +53,7 @@ struct CommandInput {
 
 #[derive(Deserialize)]
 struct TaskInput {
-    task_id: Option<String>,
+    task_id: String,
 }
 
 #[derive(Deserialize)]
@@ -63,8 +72,24 @@ impl NativeTools {
         NativeTools { config, background }
     }
 
-    pub fn specs() -> Vec<ToolSpec> {
-        let command_schema = |what: &str, default: u64| {
+    /// The native tools, one adapter each, in the order of [`NAMES`].
+    pub fn into_tools(self) -> Vec<Arc<dyn Tool>> {
+        let shared = Arc::new(self);
+        let mut specs = shared.specs().into_iter();
+        let mut next = || specs.next().expect("a spec per native tool");
+        vec![
+            Arc::new(Bash(next(), shared.clone())),
+            Arc::new(BackgroundRun(next(), shared.clone())),
+            Arc::new(CheckBackground(next(), shared.clone())),
+            Arc::new(KillBackground(next(), shared)),
+        ]
+    }
+
+    /// The specs, in the order of [`NAMES`]; the time limits they state are the ones
+    /// configured (`--bash-timeout`, `--background-timeout`).
+    fn specs(&self) -> Vec<ToolSpec> {
+        let command_schema = |what: &str, default: Duration| {
+            let default = default.as_secs();
             json!({
                 "type": "object",
                 "properties": {
@@ -72,6 +97,7 @@ impl NativeTools {
                     "timeout": {
                         "type": "number",
                         "exclusiveMinimum": 0,
+                        "maximum": MAX_TIMEOUT_SECS,
                         "description": format!("Time limit in seconds (default {default}); the command's whole process group is ended when it runs out")
                     }
                 },
@@ -82,13 +108,13 @@ impl NativeTools {
             ToolSpec {
                 name: "bash".into(),
                 description: "Run a shell command in the workspace and wait for it. Use background_run instead for anything slow (builds, installs, test suites).".into(),
-                input_schema: command_schema("The bash command to run", 120),
+                input_schema: command_schema("The bash command to run", self.config.bash_timeout),
                 hints: ToolHints { destructive: true, ..ToolHints::default() },
             },
             ToolSpec {
                 name: "background_run".into(),
                 description: "Start a shell command in the background and return its task id at once. Keep working: when it finishes, its result is delivered to you automatically in <background-results>; there is no need to poll or sleep.".into(),
-                input_schema: command_schema("The bash command to run", 300),
+                input_schema: command_schema("The bash command to run", self.config.background_timeout),
                 hints: ToolHints { destructive: true, ..ToolHints::default() },
             },
             ToolSpec {
@@ -118,41 +144,16 @@ impl NativeTools {
         ]
     }
 
-    pub async fn call(&self, name: &str, input: &Value) -> ToolOutput {
-        let result = match name {
-            "bash" => match parse::<CommandInput>(input) {
-                Ok(input) => self.bash(input).await,
-                Err(e) => Err(e),
-            },
-            "background_run" => {
-                parse::<CommandInput>(input).and_then(|input| self.background_run(input))
-            }
-            "check_background" => match parse::<CheckInput>(input) {
-                Ok(input) => self.check_background(input).await,
-                Err(e) => Err(e),
-            },
-            "kill_background" => {
-                parse::<TaskInput>(input).and_then(|input| self.kill_background(input))
-            }
-            other => Err(format!("unknown native tool `{other}`")),
-        };
-        result.unwrap_or_else(ToolOutput::error)
-    }
-
-    fn timeout(&self, requested: Option<f64>, default: Duration) -> Result<Duration, String> {
-        match requested {
-            None => Ok(default),
-            Some(secs) if secs > 0.0 && secs <= MAX_TIMEOUT_SECS as f64 => {
-                Ok(Duration::from_secs_f64(secs))
-            }
-            Some(secs) => Err(format!(
-                "invalid input: timeout must be more than 0 and at most {MAX_TIMEOUT_SECS} seconds, not {secs}"
-            )),
-        }
+    /// The time limit of a command: the one asked for (the schema bounds it to more than 0
+    /// and at most a day), or `default`.
+    fn timeout(&self, requested: Option<f64>, default: Duration) -> Duration {
+        requested
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .unwrap_or(default)
     }
 
     async fn bash(&self, input: CommandInput) -> Result<ToolOutput, String> {
-        let timeout = self.timeout(input.timeout, self.config.bash_timeout)?;
+        let timeout = self.timeout(input.timeout, self.config.bash_timeout);
         check_command(&input.command)?;
         let shell = process::spawn_shell(&input.command, &self.config.workspace)
             .map_err(|e| format!("could not start bash: {e}"))?;
@@ -191,7 +192,7 @@ impl NativeTools {
     }
 
     fn background_run(&self, input: CommandInput) -> Result<ToolOutput, String> {
-        let timeout = self.timeout(input.timeout, self.config.background_timeout)?;
+        let timeout = self.timeout(input.timeout, self.config.background_timeout);
         check_command(&input.command)?;
         task_commands::start(&self.background, &input.command, timeout)
             .map(ToolOutput::ok)
@@ -222,15 +223,82 @@ impl NativeTools {
     }
 
     fn kill_background(&self, input: TaskInput) -> Result<ToolOutput, String> {
-        let id = input.task_id.ok_or("invalid input: task_id is required")?;
-        task_commands::kill(&self.background, &id)
+        task_commands::kill(&self.background, &input.task_id)
             .map(ToolOutput::ok)
             .map_err(|e| e.to_string())
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(input: &Value) -> Result<T, String> {
-    T::deserialize(input).map_err(|e| format!("invalid input: {e}"))
+/// Reads an input the registry has checked against the schema; what the schema cannot say
+/// (a number too large for its type, ...) still fails here, as input the model sees.
+fn parse<T: for<'de> Deserialize<'de>>(input: &Value) -> Result<T, ToolError> {
+    T::deserialize(input).map_err(|e| ToolError::Failed(format!("invalid input: {e}")))
+}
+
+/// `bash`: runs a command and waits for it.
+struct Bash(ToolSpec, Arc<NativeTools>);
+
+impl Tool for Bash {
+    fn spec(&self) -> &ToolSpec {
+        &self.0
+    }
+
+    fn call<'a>(&'a self, input: &'a Value, _context: &'a ToolContext) -> ToolFuture<'a> {
+        Box::pin(async move { self.1.bash(parse(input)?).await.map_err(ToolError::Failed) })
+    }
+}
+
+/// `background_run`: starts a background task.
+struct BackgroundRun(ToolSpec, Arc<NativeTools>);
+
+impl Tool for BackgroundRun {
+    fn spec(&self) -> &ToolSpec {
+        &self.0
+    }
+
+    fn call<'a>(&'a self, input: &'a Value, _context: &'a ToolContext) -> ToolFuture<'a> {
+        Box::pin(async move {
+            self.1
+                .background_run(parse(input)?)
+                .map_err(ToolError::Failed)
+        })
+    }
+}
+
+/// `check_background`: shows a task, a page of its log, or the list of tasks.
+struct CheckBackground(ToolSpec, Arc<NativeTools>);
+
+impl Tool for CheckBackground {
+    fn spec(&self) -> &ToolSpec {
+        &self.0
+    }
+
+    fn call<'a>(&'a self, input: &'a Value, _context: &'a ToolContext) -> ToolFuture<'a> {
+        Box::pin(async move {
+            let input = parse(input)?;
+            self.1
+                .check_background(input)
+                .await
+                .map_err(ToolError::Failed)
+        })
+    }
+}
+
+/// `kill_background`: stops a task.
+struct KillBackground(ToolSpec, Arc<NativeTools>);
+
+impl Tool for KillBackground {
+    fn spec(&self) -> &ToolSpec {
+        &self.0
+    }
+
+    fn call<'a>(&'a self, input: &'a Value, _context: &'a ToolContext) -> ToolFuture<'a> {
+        Box::pin(async move {
+            self.1
+                .kill_background(parse(input)?)
+                .map_err(ToolError::Failed)
+        })
+    }
 }
 
 /// The one check every native command passes, whether run by `bash` or `background_run`.
@@ -280,7 +348,42 @@ fn check_command(command: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_command;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::background::BackgroundConfig;
+
+    #[tokio::test]
+    async fn the_specs_follow_the_names_and_state_the_configured_time_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let background = BackgroundManager::new(BackgroundConfig {
+            workspace: dir.path().to_path_buf(),
+            log_dir: dir.path().join("logs"),
+            max_running: 1,
+            max_tasks: 4,
+        });
+        let config = NativeConfig {
+            workspace: dir.path().to_path_buf(),
+            bash_timeout: Duration::from_secs(7),
+            background_timeout: Duration::from_secs(4242),
+        };
+        let tools = NativeTools::new(config, background).into_tools();
+        let names: Vec<&str> = tools.iter().map(|t| t.spec().name.as_str()).collect();
+        assert_eq!(names, NAMES);
+        let timeout_text = |i: usize| {
+            tools[i].spec().input_schema["properties"]["timeout"]["description"].to_string()
+        };
+        assert!(
+            timeout_text(0).contains("default 7)"),
+            "{}",
+            timeout_text(0)
+        );
+        assert!(
+            timeout_text(1).contains("default 4242)"),
+            "{}",
+            timeout_text(1)
+        );
+    }
 
     #[test]
     fn ordinary_commands_pass() {
