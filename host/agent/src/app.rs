@@ -14,19 +14,10 @@ use crate::cli::{Cli, Command};
 use crate::config::Config;
 use crate::model::anthropic::AnthropicClient;
 use crate::render::{Event, Renderer};
+use crate::shutdown::{Outcome, shutdown_signal};
 use crate::status::StatusLine;
 use crate::tools::ToolRegistry;
 use crate::tools::native::{NativeConfig, NativeTools};
-
-/// How a run ended, for the exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Success,
-    /// Ctrl-C or SIGTERM.
-    Interrupted,
-    /// A command that checks something found a problem (`agent plugins check`).
-    CheckFailed,
-}
 
 /// Ends every background process group when dropped, also on a panic or early return.
 struct ShutdownGuard(BackgroundManager);
@@ -125,21 +116,6 @@ async fn one_shot(
         }
     }
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 fn system_prompt(config: &Config) -> String {

@@ -4,7 +4,8 @@
 //! How the pieces fit (data flows one way: CLI -> loop -> (model | tools) -> loop):
 //! - [`cli`] parses flags; [`config`] merges them with the environment into a `Config`;
 //!   [`dotenv`] decides the little a `.env` file may add to that environment;
-//!   [`app`] builds everything from it and runs one-shot or [`repl`] mode.
+//!   [`app`] builds everything from it and runs one-shot or [`repl`] mode; [`shutdown`] is
+//!   how either ends.
 //! - [`agent`] is the loop: it owns the conversation, calls the [`model`], runs tools through
 //!   the [`tools`] registry, and injects finished background tasks before each model call.
 //! - [`tools`] maps names to native tools (`bash`, background tasks) or plugin tools.
@@ -39,6 +40,7 @@ pub mod plugin_commands;
 pub mod process;
 pub mod render;
 pub mod repl;
+pub mod shutdown;
 pub mod status;
 pub mod task_commands;
 pub mod task_text;

@@ -2,9 +2,10 @@
 
 use std::process::ExitCode;
 
-use agent_host::app::{self, Outcome};
+use agent_host::app;
 use agent_host::cli::Cli;
 use agent_host::config::ConfigError;
+use agent_host::shutdown::Outcome;
 use agent_host::{dotenv, host_secrets};
 use clap::Parser;
 

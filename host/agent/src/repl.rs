@@ -13,10 +13,10 @@ use rustyline::{DefaultEditor, ExternalPrinter};
 use tokio::sync::oneshot;
 
 use crate::agent::Agent;
-use crate::app::{Outcome, shutdown_signal};
 use crate::background::BackgroundManager;
 use crate::config::Config;
 use crate::render::{Event, OutputFormat, Renderer};
+use crate::shutdown::{Outcome, shutdown_signal};
 use crate::ui_text::{one_line, visible};
 use crate::{task_commands, task_text};
 

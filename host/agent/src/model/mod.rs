@@ -7,6 +7,7 @@
 //! streamed answers within limits.
 
 pub mod anthropic;
+mod anthropic_answer;
 mod input;
 pub mod sse;
 
