@@ -9,7 +9,7 @@
 //! history. Printed: median, p99, min, max and the sum over the 200 turns.
 //!
 //! The server is a few lines of blocking HTTP/1.1 on std (one thread per connection,
-//! keep-alive, `Content-Length` bodies), so that as little as possible of its own work
+//! keep-alive, chunked answers written in one piece), so that as little as possible of its own work
 //! falls between the two stamps. Set `TURNS_BENCH_RUNS` to repeat the run (each run is a
 //! fresh agent process; the numbers are over all turns of all runs).
 
@@ -37,6 +37,13 @@ struct Log {
     connections: usize,
 }
 
+/// One agent process: its wall and CPU time, and the TCP connections it opened.
+struct Run {
+    wall: Duration,
+    cpu: Duration,
+    connections: usize,
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -52,32 +59,34 @@ fn main() {
         .unwrap_or(1)
         .max(1);
     let mut turns = Vec::new();
-    let mut walls = Vec::new();
-    let mut connections = Vec::new();
+    let mut per_run = Vec::new();
     for _ in 0..runs {
-        let (run, wall, opened) = one_run();
+        let (run, numbers) = one_run();
         turns.extend(run);
-        walls.push(format!("{:.0} ms", ms(wall)));
-        connections.push(opened.to_string());
+        per_run.push(format!(
+            "wall {:.0} ms, CPU {:.0} ms, {} connection(s)",
+            ms(numbers.wall),
+            ms(numbers.cpu),
+            numbers.connections
+        ));
     }
     let total: Duration = turns.iter().sum();
     turns.sort_unstable();
     println!(
-        "host time per read_file turn (model answer written -> next request), {} turns over {runs} run(s): median {:.3} ms, p99 {:.3} ms, min {:.3} ms, max {:.3} ms; sum {:.1} ms per {TURNS} turns (per run: agent wall time {}; TCP connections {})",
+        "host time per read_file turn (model answer written -> next request), {} turns over {runs} run(s): median {:.3} ms, p99 {:.3} ms, min {:.3} ms, max {:.3} ms; sum {:.1} ms per {TURNS} turns\nagent process, start to exit: {}",
         turns.len(),
         ms(percentile(&turns, 0.5)),
         ms(percentile(&turns, 0.99)),
         ms(turns[0]),
         ms(turns[turns.len() - 1]),
         ms(total) / runs as f64,
-        walls.join(", "),
-        connections.join(", ")
+        per_run.join("; ")
     );
 }
 
 /// One agent process through 200 turns; returns the host time of each turn and the
-/// process's wall time and how many connections it opened.
-fn one_run() -> (Vec<Duration>, Duration, usize) {
+/// process's numbers.
+fn one_run() -> (Vec<Duration>, Run) {
     let temp = tempfile::tempdir().unwrap();
     let root = temp.path().canonicalize().unwrap();
     let dirs = ["workspace", "state", "config", "home"].map(|d| {
@@ -106,6 +115,7 @@ fn one_run() -> (Vec<Duration>, Duration, usize) {
 
     // A cache that outlives the run, so only the first run compiles the built-in tools.
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("turns-bench-cache");
+    let cpu_before = children_cpu();
     let start = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_agent"))
         .args(["-p", "Read notes.txt again and again."])
@@ -123,6 +133,7 @@ fn one_run() -> (Vec<Duration>, Duration, usize) {
         .output()
         .expect("running agent");
     let wall = start.elapsed();
+    let cpu = children_cpu() - cpu_before;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -138,7 +149,26 @@ fn one_run() -> (Vec<Duration>, Duration, usize) {
     let turns = (0..TURNS)
         .map(|n| log.arrived[n + 1] - log.answered[n])
         .collect();
-    (turns, wall, log.connections)
+    (
+        turns,
+        Run {
+            wall,
+            cpu,
+            connections: log.connections,
+        },
+    )
+}
+
+/// The CPU time (user and system) of the waited-for child processes so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// Answers the requests of one connection, in order, until the client closes it.
@@ -275,11 +305,10 @@ fn answer(seq: usize) -> Vec<u8> {
         ),
     );
     event("message_stop", r#"{"type":"message_stop"}"#.to_string());
-    let mut response = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ncontent-length: {}\r\n\r\n",
+    // Chunked, as the API streams: the last event, then the chunk that ends the body.
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{sse}\r\n0\r\n\r\n",
         sse.len()
     )
-    .into_bytes();
-    response.extend_from_slice(sse.as_bytes());
-    response
+    .into_bytes()
 }

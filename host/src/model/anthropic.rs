@@ -17,6 +17,7 @@ use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::request_body::{RequestEncoder, Settings};
 use super::sse::{SseDecoder, SseError};
 use super::{ContentBlock, ModelError, ModelEvent, ModelRequest, ModelResponse, StopReason, Usage};
 
@@ -100,6 +101,7 @@ pub struct AnthropicClient {
     config: AnthropicConfig,
     url: String,
     limits: Limits,
+    encoder: RequestEncoder,
 }
 
 /// One failed attempt, before retry policy is applied.
@@ -182,6 +184,7 @@ impl AnthropicClient {
             config,
             url,
             limits,
+            encoder: RequestEncoder::default(),
         })
     }
 
@@ -191,18 +194,13 @@ impl AnthropicClient {
         request: ModelRequest<'_>,
         on_event: &mut (dyn FnMut(ModelEvent) + Send),
     ) -> Result<ModelResponse, ModelError> {
-        let mut body = json!({
-            "model": self.config.model,
-            "max_tokens": self.config.max_tokens,
-            "messages": request.messages,
-            "stream": true,
-        });
-        if !request.system.is_empty() {
-            body["system"] = json!(request.system);
-        }
-        if !request.tools.is_empty() {
-            body["tools"] = json!(request.tools);
-        }
+        let settings = Settings {
+            model: &self.config.model,
+            max_tokens: self.config.max_tokens,
+            system: request.system,
+            tools: request.tools,
+        };
+        let body = self.encoder.body(&settings, request.messages);
 
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.config.min_retry_delay)
@@ -289,13 +287,14 @@ impl AnthropicClient {
         read_stream(bytes, &self.limits, on_event).await
     }
 
-    async fn post(&self, body: &Value) -> Result<reqwest::Response, Attempt> {
+    async fn post(&self, body: &[u8]) -> Result<reqwest::Response, Attempt> {
         let response = self
             .http
             .post(&self.url)
             .header("x-api-key", &self.config.api_key)
             .header("anthropic-version", API_VERSION)
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec())
             .send()
             .await
             .map_err(Attempt::Connect)?;

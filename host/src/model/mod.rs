@@ -6,6 +6,7 @@
 //! streamed answers within limits.
 
 pub mod anthropic;
+mod request_body;
 pub mod sse;
 
 use serde::{Deserialize, Serialize};
