@@ -3,7 +3,7 @@
 //! The real `agent` binary runs one prompt in one-shot mode against a scripted model
 //! server on 127.0.0.1 that answers 200 times with a streamed (SSE) `tool_use` of
 //! `read_file` on a small file, then with a final text answer. The server notes when it
-//! finished writing answer N and when the first byte of request N+1 arrived; the
+//! began writing answer N and when the first byte of request N+1 arrived; the
 //! difference is the host's time for that turn: reading the stream, running the tool
 //! in its sandbox, rendering, and building and sending the next request with the whole
 //! history. Printed: median, p99, min, max and the sum over the 200 turns.
@@ -29,7 +29,7 @@ const MARKER: &str = "turns-bench-marker";
 struct Log {
     /// When the first byte of request n (0-based) arrived.
     arrived: Vec<Instant>,
-    /// When answer n was written in full.
+    /// When answer n (ready in full) was handed to the socket.
     answered: Vec<Instant>,
     /// What was wrong with a request, if anything.
     problems: Vec<String>,
@@ -195,10 +195,13 @@ fn serve(stream: TcpStream, log: &Mutex<Log>) {
             log.lock().unwrap().problems.push(problem);
         }
         let response = answer(seq);
+        // Stamped before the write, not after it: this thread may be preempted between the
+        // write and the stamp while the agent already answers, which would hide host time;
+        // this way the one send system call counts as host time instead.
+        let answered = Instant::now();
         if writer.write_all(&response).is_err() {
             return;
         }
-        let answered = Instant::now();
         let mut log = log.lock().unwrap();
         if log.answered.len() <= seq {
             log.answered.resize(seq + 1, answered);
