@@ -242,8 +242,7 @@ fn check(seq: usize, body: &str) -> Option<String> {
     }
     if seq > 0 {
         let id = format!(r#""tool_use_id":"toolu_{:04}""#, seq - 1);
-        if !body.contains(&id) || !body.contains(MARKER) || body.contains(r#""is_error":true"#)
-        {
+        if !body.contains(&id) || !body.contains(MARKER) || body.contains(r#""is_error":true"#) {
             return Some(format!(
                 "request {seq} lacks a good result of read {}",
                 seq - 1

@@ -132,9 +132,11 @@ impl Renderer {
                 let _ = out.flush();
             }
             Event::TextEnd => println!(),
-            Event::ToolCall { name, input, .. } => {
-                to_stderr(&format!("> {} {}\n", one_line(name), summarize_input(input)))
-            }
+            Event::ToolCall { name, input, .. } => to_stderr(&format!(
+                "> {} {}\n",
+                one_line(name),
+                summarize_input(input)
+            )),
             Event::ToolResult { output, .. } => {
                 let marker = if output.is_error { "  ! " } else { "  < " };
                 let mut shown = String::new();

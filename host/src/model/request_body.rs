@@ -181,7 +181,9 @@ mod tests {
         ];
         encoder.body(&settings, &messages);
         // The last message grows (more blocks appended), an earlier one is replaced.
-        messages[2].content.push(ContentBlock::Text { text: "four".into() });
+        messages[2].content.push(ContentBlock::Text {
+            text: "four".into(),
+        });
         messages[0] = text(Role::User, "uno");
         let body = encoder.body(&settings, &messages);
         assert_eq!(parsed(&body), expected(&settings, &messages));
