@@ -11,7 +11,9 @@
 //! The server is a few lines of blocking HTTP/1.1 on std (one thread per connection,
 //! keep-alive, chunked answers written in one piece), so that as little as possible of its own work
 //! falls between the two stamps. Set `TURNS_BENCH_RUNS` to repeat the run (each run is a
-//! fresh agent process; the numbers are over all turns of all runs).
+//! fresh agent process; the numbers are over all turns of all runs), and
+//! `TURNS_BENCH_AGENT` to time another `agent` binary (e.g. a copy built before a change,
+//! run in turn with this one: the machine's load moves the numbers a lot).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -117,7 +119,9 @@ fn one_run() -> (Vec<Duration>, Run) {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("turns-bench-cache");
     let cpu_before = children_cpu();
     let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_agent"))
+    let agent =
+        std::env::var_os("TURNS_BENCH_AGENT").unwrap_or_else(|| env!("CARGO_BIN_EXE_agent").into());
+    let out = Command::new(agent)
         .args(["-p", "Read notes.txt again and again."])
         .current_dir(workspace)
         .env_clear()

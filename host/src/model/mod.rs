@@ -3,7 +3,8 @@
 //! The conversation is kept in the Anthropic Messages shape (user and assistant messages
 //! made of text, `tool_use` and `tool_result` blocks), which is what the loop reasons in.
 //! [`anthropic`] speaks it over HTTP with streaming and retries; [`sse`] decodes its
-//! streamed answers within limits.
+//! streamed answers within limits; `request_body` encodes each message of the
+//! conversation once, not on every call.
 
 pub mod anthropic;
 mod request_body;
