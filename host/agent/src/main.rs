@@ -40,7 +40,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(app::run(cli));
+    // On a worker thread rather than this one: the HTTP connection's task and the
+    // loop then share a worker, and fewer wake-ups cross threads per model call.
+    let result = runtime.block_on(async {
+        match tokio::spawn(app::run(cli)).await {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => Err(anyhow::anyhow!("the agent's task ended: {error}")),
+        }
+    });
     // Do not wait on a blocking thread that is stuck (a pipe read of a killed task).
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {

@@ -133,18 +133,25 @@ impl Renderer {
                 let _ = out.flush();
             }
             Event::TextEnd => println!(),
-            Event::ToolCall { name, input, .. } => {
-                eprintln!("> {} {}", one_line(name), summarize_input(input))
-            }
+            Event::ToolCall { name, input, .. } => to_stderr(&format!(
+                "> {} {}\n",
+                one_line(name),
+                summarize_input(input)
+            )),
             Event::ToolResult { output, .. } => {
                 let marker = if output.is_error { "  ! " } else { "  < " };
-                let lines: Vec<&str> = output.text.lines().collect();
-                for line in lines.iter().take(SHOWN_OUTPUT_LINES) {
-                    eprintln!("{marker}{}", visible(&clip(line, 160)));
+                let mut shown = String::new();
+                let mut lines = output.text.lines();
+                for line in lines.by_ref().take(SHOWN_OUTPUT_LINES) {
+                    shown.push_str(marker);
+                    shown.push_str(&visible(&clip(line, 160)));
+                    shown.push('\n');
                 }
-                if lines.len() > SHOWN_OUTPUT_LINES {
-                    eprintln!("    ... ({} more lines)", lines.len() - SHOWN_OUTPUT_LINES);
+                let more = lines.count();
+                if more > 0 {
+                    shown.push_str(&format!("    ... ({more} more lines)\n"));
                 }
+                to_stderr(&shown);
             }
             Event::TaskFinished(n) => eprintln!("{}", task_text::finished_line(n)),
             Event::BackgroundDelivered { task_ids } => {
@@ -166,6 +173,13 @@ impl Renderer {
             Event::TurnEnd { .. } => {}
         }
     }
+}
+
+/// Writes `text` to stderr in one piece. Stderr is unbuffered, so `eprintln!` makes a
+/// system call per formatted piece (a tool result took ~25); one write per event keeps the
+/// loop's time per turn down and the lines whole.
+fn to_stderr(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 fn json_event(event: &Event<'_>) -> Option<Value> {

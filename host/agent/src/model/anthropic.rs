@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::Instant;
 
 pub use super::anthropic_answer::Limits;
 use super::anthropic_answer::{BodyEnd, body_error, parse_message, read_at_most, read_stream};
+use super::request_body::{RequestEncoder, Settings};
 use super::{
     ContentBlock, ModelError, ModelEvent, ModelFuture, ModelProvider, ModelRequest, ModelResponse,
 };
@@ -52,6 +53,7 @@ pub struct AnthropicClient {
     config: AnthropicConfig,
     url: String,
     limits: Limits,
+    encoder: RequestEncoder,
 }
 
 /// One failed attempt, before retry policy is applied.
@@ -134,6 +136,7 @@ impl AnthropicClient {
             config,
             url,
             limits,
+            encoder: RequestEncoder::default(),
         })
     }
 
@@ -143,18 +146,13 @@ impl AnthropicClient {
         request: ModelRequest<'_>,
         on_event: &mut (dyn FnMut(ModelEvent) + Send),
     ) -> Result<ModelResponse, ModelError> {
-        let mut body = json!({
-            "model": self.config.model,
-            "max_tokens": self.config.max_tokens,
-            "messages": request.messages,
-            "stream": true,
-        });
-        if !request.system.is_empty() {
-            body["system"] = json!(request.system);
-        }
-        if !request.tools.is_empty() {
-            body["tools"] = json!(request.tools);
-        }
+        let settings = Settings {
+            model: &self.config.model,
+            max_tokens: self.config.max_tokens,
+            system: request.system,
+            tools: request.tools,
+        };
+        let body = self.encoder.body(&settings, request.messages);
 
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.config.min_retry_delay)
@@ -241,13 +239,14 @@ impl AnthropicClient {
         read_stream(bytes, &self.limits, on_event).await
     }
 
-    async fn post(&self, body: &Value) -> Result<reqwest::Response, Attempt> {
+    async fn post(&self, body: &[u8]) -> Result<reqwest::Response, Attempt> {
         let response = self
             .http
             .post(&self.url)
             .header("x-api-key", &self.config.api_key)
             .header("anthropic-version", API_VERSION)
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec())
             .send()
             .await
             .map_err(Attempt::Connect)?;

@@ -4,11 +4,13 @@
 //! made of text, `tool_use` and `tool_result` blocks), which is what the loop reasons in.
 //! The loop only knows [`ModelProvider`]; [`anthropic`] is its first implementation,
 //! speaking the Messages API over HTTP with streaming and retries; [`sse`] decodes its
-//! streamed answers within limits.
+//! streamed answers within limits; `request_body` encodes each message of the
+//! conversation once, not on every call.
 
 pub mod anthropic;
 mod anthropic_answer;
 mod input;
+mod request_body;
 pub mod sse;
 
 use std::future::Future;

@@ -1,0 +1,197 @@
+//! The JSON body of a Messages API call, with each message of the conversation encoded
+//! once rather than on every call.
+//!
+//! The whole conversation goes with every call, so encoding it afresh made each turn
+//! slower than the last (most of the host's time per turn after a hundred tool calls). The
+//! encoder keeps each message's JSON beside a copy of the message; a call re-encodes only
+//! the messages that are new or differ from the copy (comparing is several times cheaper
+//! than encoding), so nothing depends on how the caller edits its history.
+
+use std::sync::{Mutex, PoisonError};
+
+use serde::Serialize;
+
+use super::{Message, ToolDefinition};
+
+/// The encoded messages of the last call, in order.
+#[derive(Default)]
+pub struct RequestEncoder {
+    messages: Mutex<Vec<(Message, Vec<u8>)>>,
+}
+
+/// What one call sends besides the conversation.
+pub struct Settings<'a> {
+    pub model: &'a str,
+    pub max_tokens: u32,
+    pub system: &'a str,
+    pub tools: &'a [ToolDefinition],
+}
+
+impl RequestEncoder {
+    /// The body `{"model", "max_tokens", "stream": true, "system"?, "tools"?, "messages"}`
+    /// (`system` and `tools` only when not empty).
+    pub fn body(&self, settings: &Settings<'_>, messages: &[Message]) -> Vec<u8> {
+        let mut cache = self.messages.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.truncate(messages.len());
+        for (index, message) in messages.iter().enumerate() {
+            match cache.get_mut(index) {
+                Some((kept, _)) if kept == message => {}
+                Some(entry) => *entry = (message.clone(), encode(message)),
+                None => cache.push((message.clone(), encode(message))),
+            }
+        }
+        let size: usize = cache.iter().map(|(_, json)| json.len() + 1).sum();
+        let mut out = Vec::with_capacity(size + 4096);
+        out.extend_from_slice(b"{\"model\":");
+        write(&mut out, settings.model);
+        out.extend_from_slice(b",\"max_tokens\":");
+        write(&mut out, &settings.max_tokens);
+        out.extend_from_slice(b",\"stream\":true");
+        if !settings.system.is_empty() {
+            out.extend_from_slice(b",\"system\":");
+            write(&mut out, settings.system);
+        }
+        if !settings.tools.is_empty() {
+            out.extend_from_slice(b",\"tools\":");
+            write(&mut out, settings.tools);
+        }
+        out.extend_from_slice(b",\"messages\":[");
+        for (index, (_, json)) in cache.iter().enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(json);
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+}
+
+fn encode(message: &Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    write(&mut out, message);
+    out
+}
+
+/// Appends `value` as JSON. These types (strings, numbers and JSON values, string keys
+/// only) always encode, and a `Vec` never fails to take bytes.
+fn write(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
+    serde_json::to_writer(out, value).expect("the request's types always encode as JSON");
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::model::{ContentBlock, Role};
+
+    fn text(role: Role, text: &str) -> Message {
+        Message {
+            role,
+            content: vec![ContentBlock::Text { text: text.into() }],
+        }
+    }
+
+    fn tools() -> Vec<ToolDefinition> {
+        vec![ToolDefinition {
+            name: "read_file".into(),
+            description: "Reads \"a\" file\n".into(),
+            input_schema: json!({"type": "object", "properties": {"path": {"type": "string"}}}),
+        }]
+    }
+
+    /// What the client sent before the encoder: one `json!` value of everything.
+    fn expected(settings: &Settings<'_>, messages: &[Message]) -> Value {
+        let mut body = json!({
+            "model": settings.model,
+            "max_tokens": settings.max_tokens,
+            "messages": messages,
+            "stream": true,
+        });
+        if !settings.system.is_empty() {
+            body["system"] = json!(settings.system);
+        }
+        if !settings.tools.is_empty() {
+            body["tools"] = json!(settings.tools);
+        }
+        body
+    }
+
+    fn parsed(body: &[u8]) -> Value {
+        serde_json::from_slice(body).expect("the body is JSON")
+    }
+
+    #[test]
+    fn the_body_is_the_same_json_as_one_value_of_everything() {
+        let tools = tools();
+        let settings = Settings {
+            model: "m\u{1b}",
+            max_tokens: 8192,
+            system: "be brief",
+            tools: &tools,
+        };
+        let messages = vec![
+            text(Role::User, "hi \"there\"\n"),
+            Message {
+                role: Role::Assistant,
+                content: vec![ContentBlock::ToolUse {
+                    id: "toolu_1".into(),
+                    name: "read_file".into(),
+                    input: crate::model::ToolInput::from_value(json!({"path": "a.txt"})),
+                }],
+            },
+            Message {
+                role: Role::User,
+                content: vec![ContentBlock::ToolResult {
+                    tool_use_id: "toolu_1".into(),
+                    content: "line\u{0}\n".into(),
+                    is_error: true,
+                }],
+            },
+        ];
+        let encoder = RequestEncoder::default();
+        for _ in 0..2 {
+            let body = encoder.body(&settings, &messages);
+            assert_eq!(parsed(&body), expected(&settings, &messages));
+        }
+        let bare = Settings {
+            system: "",
+            tools: &[],
+            ..settings
+        };
+        let body = encoder.body(&bare, &[]);
+        assert_eq!(parsed(&body), expected(&bare, &[]));
+        assert!(parsed(&body).get("system").is_none() && parsed(&body).get("tools").is_none());
+    }
+
+    #[test]
+    fn a_changed_or_dropped_message_is_encoded_anew() {
+        let settings = Settings {
+            model: "m",
+            max_tokens: 1,
+            system: "",
+            tools: &[],
+        };
+        let encoder = RequestEncoder::default();
+        let mut messages = vec![
+            text(Role::User, "one"),
+            text(Role::Assistant, "two"),
+            text(Role::User, "three"),
+        ];
+        encoder.body(&settings, &messages);
+        // The last message grows (more blocks appended), an earlier one is replaced.
+        messages[2].content.push(ContentBlock::Text {
+            text: "four".into(),
+        });
+        messages[0] = text(Role::User, "uno");
+        let body = encoder.body(&settings, &messages);
+        assert_eq!(parsed(&body), expected(&settings, &messages));
+        messages.truncate(1);
+        let body = encoder.body(&settings, &messages);
+        assert_eq!(parsed(&body), expected(&settings, &messages));
+        messages.push(text(Role::Assistant, "dos"));
+        let body = encoder.body(&settings, &messages);
+        assert_eq!(parsed(&body), expected(&settings, &messages));
+    }
+}
