@@ -310,7 +310,11 @@ fn the_python_and_javascript_examples_answer_the_model() {
         ]),
         Reply::text("done"),
     ]);
-    let out = one_shot(&env, &server, "use the examples");
+    // With a cold compiled-code cache (a fresh clone, as in CI) the 18 MB Python
+    // component is compiled first, which can take most of a minute on a loaded machine.
+    let mut cmd = agent(&env, &server);
+    cmd.args(["-p", "use the examples"]);
+    let out = run(cmd, std::time::Duration::from_secs(180));
     out.assert_success();
     let results = server.requests()[1].tool_results();
     let said = |id: &str| results.iter().find(|r| r.0 == id).cloned().unwrap();
