@@ -87,11 +87,8 @@ pub(crate) fn with_refused_hosts(
     // A request the manifest grants but that was withheld for want of trust is told
     // apart from one no grant covers.
     let is_withheld = |refusal: &&Refusal| match (refusal, &withheld) {
-        (Refusal::NotGranted(target), Some(w)) => {
-            target.rsplit_once(':').is_some_and(|(host, port)| {
-                port.parse()
-                    .is_ok_and(|port| w.network.iter().any(|p| p.matches(host, port)))
-            })
+        (Refusal::NotGranted { host, port }, Some(w)) => {
+            w.network.iter().any(|p| p.matches(host, *port))
         }
         _ => false,
     };
@@ -105,10 +102,10 @@ pub(crate) fn with_refused_hosts(
         ));
     }
     if let (false, Some(withheld)) = (held.is_empty(), withheld) {
-        let held: Vec<&str> = held
+        let held: Vec<String> = held
             .iter()
             .filter_map(|r| match r {
-                Refusal::NotGranted(target) => Some(target.as_str()),
+                Refusal::NotGranted { host, port } => Some(format!("{host}:{port}")),
                 _ => None,
             })
             .collect();

@@ -50,8 +50,8 @@ impl NetworkGate {
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("{0}: not in its manifest's network grant")]
-    NotGranted(String),
+    #[error("{host}:{port}: not in its manifest's network grant")]
+    NotGranted { host: String, port: u16 },
     #[error("{0}: a URL with a user name or password (user:pass@host) is not allowed")]
     Userinfo(String),
     #[error(
@@ -122,9 +122,12 @@ impl NetworkGate {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let https = uri.scheme() == Some(&Scheme::HTTPS);
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let target = format!("{host}:{port}");
+        let not_granted = || Refusal::NotGranted {
+            host: host.to_string(),
+            port,
+        };
         if authority.contains('@') {
-            return Err(Refusal::Userinfo(target));
+            return Err(Refusal::Userinfo(format!("{host}:{port}")));
         }
         if let Ok(ip) = host.parse::<IpAddr>() {
             // An address is granted only by a pattern that names it, never by a wildcard
@@ -136,10 +139,10 @@ impl NetworkGate {
                     Plan::Literal(SocketAddr::new(ip, port)),
                 ));
             }
-            return Err(Refusal::NotGranted(target));
+            return Err(not_granted());
         }
         if !self.allowed.iter().any(|p| p.matches(host, port)) {
-            return Err(Refusal::NotGranted(target));
+            return Err(not_granted());
         }
         let loopback_ok = host.eq_ignore_ascii_case("localhost");
         Ok((host.to_string(), port, Plan::Resolve { loopback_ok }))
@@ -437,7 +440,7 @@ mod tests {
         ));
         assert!(matches!(
             plan("http://127.0.0.2/"),
-            Err(Refusal::NotGranted(_))
+            Err(Refusal::NotGranted { .. })
         ));
         assert!(matches!(
             plan("http://127.0.0.1:8080/x"),
@@ -453,7 +456,7 @@ mod tests {
         ));
         assert!(matches!(
             plan("https://other.example/"),
-            Err(Refusal::NotGranted(_))
+            Err(Refusal::NotGranted { .. })
         ));
     }
 }
