@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::private_fs::{ensure_private_dir, unsafe_file, write_private_atomic};
+use crate::private_fs::{
+    append_private_file, ensure_private_dir, unsafe_file, write_private_atomic,
+};
 
 /// The format version written in the file.
 const VERSION: u32 = 1;
@@ -197,13 +199,7 @@ impl TrustStore {
         }
         let mut name = self.file.clone().into_os_string();
         name.push(".lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&name)
+        let lock = append_private_file(Path::new(&name))
             .and_then(|file| file.lock().map(|()| file))
             .map_err(|e| write_error(format!("cannot lock it: {e}")))?;
         Ok(lock)
