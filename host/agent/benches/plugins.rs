@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_plugin_runtime::manifest::Grants;
@@ -37,7 +38,7 @@ async fn load(host: &mut PluginHost, stem: &str, grants: Grants) -> usize {
 }
 
 async fn time_calls(
-    host: &PluginHost,
+    host: &Arc<PluginHost>,
     index: usize,
     tool: &str,
     input: &str,
@@ -60,6 +61,7 @@ async fn plugin_calls(workspace: &Path) {
     assert!(host.pooling(), "the pooling allocator is in use");
     let hostile = load(&mut host, "hostile", Grants::none()).await;
     let fs_tools = load(&mut host, "fs_tools", Grants::workspace_read_write()).await;
+    let host = Arc::new(host);
 
     time_calls(&host, hostile, "noop", "{}", 2_000).await; // warm the pool's slots
     let mut noop = time_calls(&host, hostile, "noop", "{}", 20_000).await;

@@ -9,6 +9,12 @@ use agent_host::shutdown::Outcome;
 use agent_host::{dotenv, host_secrets};
 use clap::Parser;
 
+/// mimalloc keeps freed memory for reuse where glibc's malloc hands large blocks (a
+/// request body with the whole conversation) back to the kernel, to fault them in again
+/// on the next turn.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Before flags are parsed, since flags read environment defaults. Still
     // single-threaded, so setting the environment is sound.
@@ -30,7 +36,11 @@ fn main() -> ExitCode {
     // SAFETY: still single-threaded.
     unsafe { host_secrets::protect_host() };
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread runs the loop, the HTTP connection and the tasks' supervision: the agent
+    // waits on the network and on processes, and a turn's steps then hand over to each
+    // other without crossing threads. What computes (plugin calls, file reads) runs on
+    // tokio's blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -40,15 +50,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // On a worker thread rather than this one: the HTTP connection's task and the
-    // loop then share a worker, and fewer wake-ups cross threads per model call.
-    let result = runtime.block_on(async {
-        match tokio::spawn(app::run(cli)).await {
-            Ok(result) => result,
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(error) => Err(anyhow::anyhow!("the agent's task ended: {error}")),
-        }
-    });
+    let result = runtime.block_on(app::run(cli));
     // Do not wait on a blocking thread that is stuck (a pipe read of a killed task).
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {

@@ -2,6 +2,7 @@
 //! (compile or cache, check, link, `describe()`, grants and trust) and calling its tools.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -17,7 +18,7 @@ use crate::describe_failures::DescribeFailures;
 use crate::engine::{EpochTicker, new_engine};
 use crate::errors::{CallError, Withheld, cap_output, tool_error, trap_error, with_refused_hosts};
 use crate::manifest::{Access, Grants};
-use crate::sandbox::{self, CallState};
+use crate::sandbox::{self, CallState, FileOps};
 use crate::{PluginLimits, ToolSpec, bindings, discovery, log, manifest, trust};
 
 /// How long a call may stay blocked inside the host (a sleep, an HTTP request) past its
@@ -27,6 +28,13 @@ const BLOCKED_GRACE: Duration = Duration::from_millis(500);
 /// and a looping one must not cost a full call limit on start-up (the call limit is used
 /// when it is shorter).
 const DESCRIBE_LIMIT: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// The runtime that drives plugin calls on this (blocking-pool) thread, made on its
+    /// first call and kept while the thread lives, so a call does not pay for a new one.
+    static CALL_RUNTIME: std::io::Result<tokio::runtime::Runtime> =
+        tokio::runtime::Builder::new_current_thread().enable_all().build();
+}
 
 /// Where a plugin came from.
 #[derive(Debug, Clone)]
@@ -352,7 +360,7 @@ impl PluginHost {
     ) -> Result<(Vec<ToolSpec>, Vec<String>), CallError> {
         let limit = self.describe_limit();
         let (mut store, stderr) = self
-            .new_store(&Grants::none(), &[], limit)
+            .new_store(&Grants::none(), &[], limit, FileOps::Pooled)
             .map_err(CallError::Host)?;
         let run = async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -397,6 +405,7 @@ impl PluginHost {
         grants: &Grants,
         env: &[(String, String)],
         limit: Duration,
+        file_ops: FileOps,
     ) -> Result<(Store<CallState>, MemoryOutputPipe)> {
         sandbox::new_store(
             &self.engine,
@@ -405,11 +414,48 @@ impl PluginHost {
             grants,
             env,
             limit,
+            file_ops,
         )
     }
 
     /// Runs tool `tool` of plugin `index` in a fresh instance.
+    ///
+    /// The call runs from start to end on one thread of tokio's blocking pool, driven by
+    /// that thread's own single-threaded runtime, and its file operations run inline on
+    /// it. Driven by a shared runtime worker instead, every WASI file operation is two
+    /// thread hand-offs (to the blocking pool and back) and every await may move the call
+    /// to another worker; on a small machine those hand-offs were most of a `read_file`'s
+    /// cost. A plugin stuck in the kernel (opening a FIFO nobody writes) keeps its thread
+    /// until the call's file operation returns, but the caller still gets
+    /// [`CallError::Timeout`] at the time limit: the wait below does not depend on it.
     pub async fn call(
+        self: &Arc<Self>,
+        index: usize,
+        tool: &str,
+        input: &str,
+        call_id: &str,
+    ) -> Result<String, CallError> {
+        let host = self.clone();
+        let (tool, input, call_id) = (tool.to_string(), input.to_string(), call_id.to_string());
+        let job = tokio::task::spawn_blocking(move || {
+            CALL_RUNTIME.with(|runtime| match runtime {
+                Ok(runtime) => runtime.block_on(host.call_here(index, &tool, &input, &call_id)),
+                Err(e) => Err(CallError::Host(anyhow::anyhow!(
+                    "cannot start a runtime for the call: {e}"
+                ))),
+            })
+        });
+        match tokio::time::timeout(self.call_deadline(), job).await {
+            Err(_elapsed) => Err(CallError::Timeout(self.limits.time_limit)),
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(CallError::Host(anyhow::anyhow!(
+                "the call's thread failed: {join}"
+            ))),
+        }
+    }
+
+    /// The body of [`PluginHost::call`], on the thread that runs it.
+    async fn call_here(
         &self,
         index: usize,
         tool: &str,
@@ -418,7 +464,12 @@ impl PluginHost {
     ) -> Result<String, CallError> {
         let plugin = &self.plugins[index];
         let (mut store, stderr) = self
-            .new_store(&plugin.grants, &plugin.env, self.limits.time_limit)
+            .new_store(
+                &plugin.grants,
+                &plugin.env,
+                self.limits.time_limit,
+                FileOps::Inline,
+            )
             .map_err(CallError::Host)?;
         let context = CallContext {
             call_id: call_id.to_string(),
@@ -441,8 +492,9 @@ impl PluginHost {
             network: &grants.network,
             plugin: &plugin.source,
         });
-        self.write_log(&plugin.name, tool, call_id, &store.data().logs)
-            .await;
+        if let Some(file) = &self.log_file {
+            log::append_now(file, &plugin.name, tool, call_id, store.data().logs.lines());
+        }
         let result = match result {
             Err(_elapsed) => Err(CallError::Timeout(self.limits.time_limit)),
             Ok(Ok(Ok(text))) => Ok(cap_output(text, self.limits.output_bytes)),

@@ -129,6 +129,20 @@ pub async fn append(file: &Path, plugin: &str, tool: &str, call_id: &str, lines:
     if lines.is_empty() {
         return;
     }
+    let text = format_lines(plugin, tool, call_id, lines);
+    let file: PathBuf = file.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || write(&file, text.as_bytes())).await;
+}
+
+/// [`append`] on the calling thread, for a caller that may block (a plugin call's own
+/// thread).
+pub fn append_now(file: &Path, plugin: &str, tool: &str, call_id: &str, lines: Vec<String>) {
+    if !lines.is_empty() {
+        let _ = write(file, format_lines(plugin, tool, call_id, lines).as_bytes());
+    }
+}
+
+fn format_lines(plugin: &str, tool: &str, call_id: &str, lines: Vec<String>) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -140,8 +154,7 @@ pub async fn append(file: &Path, plugin: &str, tool: &str, call_id: &str, lines:
             now.subsec_millis(),
         ));
     }
-    let file: PathBuf = file.to_path_buf();
-    let _ = tokio::task::spawn_blocking(move || write(&file, text.as_bytes())).await;
+    text
 }
 
 fn write(file: &Path, text: &[u8]) -> std::io::Result<()> {

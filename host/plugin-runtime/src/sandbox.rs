@@ -140,6 +140,18 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// Where a store's file operations run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileOps {
+    /// On tokio's blocking pool (wasmtime-wasi's default): the store is driven by a
+    /// runtime worker, which must never block.
+    Pooled,
+    /// On the thread driving the store, which is a thread of its own (see
+    /// [`crate::PluginHost::call`]): each file operation then costs a system call instead
+    /// of two thread hand-offs.
+    Inline,
+}
+
 /// A fresh store for one call (or one `describe()`): a WASI context with only what
 /// `grants` name, the HTTP gate, bounded tables and handles, the memory limit, and an
 /// epoch deadline that yields every tick and interrupts running wasm past `limit`.
@@ -150,13 +162,11 @@ pub(crate) fn new_store(
     grants: &Grants,
     env: &[(String, String)],
     limit: Duration,
+    file_ops: FileOps,
 ) -> Result<(Store<CallState>, MemoryOutputPipe)> {
     let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
     let mut wasi = WasiCtxBuilder::new();
-    // File operations stay on tokio's blocking pool (wasmtime-wasi's default). Doing
-    // them on the calling thread (`allow_blocking_current_thread`) makes a 4 KiB
-    // read_file 3x faster, but then a plugin that opens a FIFO blocks a runtime thread
-    // for good and the time limit can no longer end the call (the FIFO test hangs).
+    wasi.allow_blocking_current_thread(file_ops == FileOps::Inline);
     wasi.stderr(stderr.clone());
     for (name, value) in env {
         wasi.env(name, value);

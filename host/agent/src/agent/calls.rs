@@ -171,7 +171,7 @@ async fn run_one(tools: &ToolRegistry, call: &Call) -> Result<ToolOutput, anyhow
 }
 
 /// Runs `group` concurrently, at most [`MAX_PARALLEL`] at a time, each call as a task of
-/// its own (a plugin call is CPU-bound wasm: in one task, calls would only take turns);
+/// its own (a plugin call's wasm runs on a thread of its own, so they compute in parallel);
 /// returns the outcomes in the order of `group`. Dropping the future (an interrupted
 /// turn) aborts the calls still running.
 async fn run_together(
