@@ -157,7 +157,6 @@ impl NativeTools {
         check_command(&input.command)?;
         let shell = process::spawn_shell(&input.command, &self.config.workspace)
             .map_err(|e| format!("could not start bash: {e}"))?;
-        let pgid = shell.pgid;
         let output = Arc::new(Mutex::new(HeadTail::with_limit(BASH_OUTPUT_LIMIT)));
         let sink = output.clone();
         let run = process::supervise(shell, timeout, std::future::pending(), move |bytes| {
@@ -169,10 +168,15 @@ impl NativeTools {
             text.push_str("(no output)");
         }
         if run.lingering > 0 {
-            self.background.adopt_group(pgid);
             text.push_str(&format!(
                 "\n[the shell exited; {} process(es) it started are still running and are ended when the agent exits]",
                 run.lingering
+            ));
+            self.background.adopt(run.processes);
+        }
+        if let Some(mib) = run.memory_cap_hit {
+            text.push_str(&format!(
+                "\n[a process of the command was killed for using more than its memory limit of {mib} MiB (--task-memory)]"
             ));
         }
         match (run.ending, run.exit) {
