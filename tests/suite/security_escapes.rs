@@ -148,8 +148,15 @@ fn kill_background_ends_the_daemons_of_a_task(mode: Mode, base: u32) {
     out.assert_success();
     let (running, left) = (recorded(&running), recorded(&left));
     assert_none_left(&m, "after exit");
-    assert_eq!(running.len(), 4, "the task and its daemons ran: {running:?}");
-    assert!(left.is_empty(), "daemons outlived kill_background: {left:?}");
+    assert_eq!(
+        running.len(),
+        4,
+        "the task and its daemons ran: {running:?}"
+    );
+    assert!(
+        left.is_empty(),
+        "daemons outlived kill_background: {left:?}"
+    );
 }
 
 #[test]
@@ -166,7 +173,11 @@ fn daemons_a_bash_call_leaves_are_reported_kept_and_ended_at_exit(mode: Mode, ba
     let m = marker(base);
     let seen: Seen = Arc::default();
     let server = ModelServer::start(vec![
-        Reply::tools(vec![tool_use("s1", "bash", json!({"command": daemons(&m)}))]),
+        Reply::tools(vec![tool_use(
+            "s1",
+            "bash",
+            json!({"command": daemons(&m)}),
+        )]),
         record_then(&seen, &m, "", Reply::text("left running")),
     ]);
     let env = TestEnv::new();
@@ -202,7 +213,7 @@ fn writable_cgroup2_dir() -> Option<PathBuf> {
     let mount = mountinfo.lines().find_map(|line| {
         let (before, after) = line.split_once(" - ")?;
         let fields: Vec<&str> = before.split(' ').collect();
-        (after.starts_with("cgroup2 ") && fields.get(3) == Some(&"/")).then(|| fields[4])?
+        (after.starts_with("cgroup2 ") && fields.get(3) == Some(&"/")).then(|| fields[4])
     })?;
     let dir = Path::new(mount).join(path.trim_start_matches('/'));
     let probe = dir.join(format!("escapes-probe-{}", std::process::id()));
@@ -278,7 +289,10 @@ fn a_command_over_its_memory_cap_is_killed_and_says_so() {
         &["--task-memory", "64", "-p", "go"],
     );
     if !out.status.success() && out.stderr.contains("cannot be capped") {
-        eprintln!("skipped: this machine cannot cap a task's memory: {}", out.stderr);
+        eprintln!(
+            "skipped: this machine cannot cap a task's memory: {}",
+            out.stderr
+        );
         return;
     }
     out.assert_success();

@@ -294,7 +294,11 @@ impl BackgroundManager {
     pub async fn shutdown(&self) {
         let (ended, running, adopted) = {
             let mut state = self.state();
-            (state.close(), state.running_processes(), state.take_adopted())
+            (
+                state.close(),
+                state.running_processes(),
+                state.take_adopted(),
+            )
         };
         for notification in ended {
             self.announce(notification);

@@ -128,14 +128,17 @@ fn detect(settings: CgroupSettings) -> Result<Support, CgroupError> {
     };
     if !settings.enabled {
         return match settings.memory_mib {
-            Some(_) => Err(unavailable("task cgroups are turned off by AGENT_TASK_CGROUPS=off")),
+            Some(_) => Err(unavailable(
+                "task cgroups are turned off by AGENT_TASK_CGROUPS=off",
+            )),
             None => Ok(Support::default()),
         };
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let run_name = format!("agent-{}", std::process::id());
-    let v2 = own_cgroup_dir(&mounts, &cgroups, None).and_then(|ours| make_run_dir(&ours, &run_name));
+    let v2 =
+        own_cgroup_dir(&mounts, &cgroups, None).and_then(|ours| make_run_dir(&ours, &run_name));
     let v1_memory_parent = own_cgroup_dir(&mounts, &cgroups, Some("memory"));
     let bytes = settings.memory_mib.map(|mib| mib << 20);
     let mut support = Support {
@@ -272,7 +275,8 @@ fn remove_cgroup_tree(dir: &Path) -> bool {
 /// Turns the memory controller on for the run's task cgroups, where the parent
 /// delegated it.
 fn enable_v2_memory(run_dir: &Path) -> bool {
-    let controllers = std::fs::read_to_string(run_dir.join("cgroup.controllers")).unwrap_or_default();
+    let controllers =
+        std::fs::read_to_string(run_dir.join("cgroup.controllers")).unwrap_or_default();
     controllers.split_whitespace().any(|c| c == "memory")
         && write_file(&run_dir.join("cgroup.subtree_control"), "+memory").is_ok()
 }
@@ -423,7 +427,10 @@ impl TaskCgroup {
             return;
         }
         let leaf = self.tracker();
-        let frozen = self.v2.as_ref().is_some_and(|v2| v2.write("cgroup.freeze", "1").is_ok());
+        let frozen = self
+            .v2
+            .as_ref()
+            .is_some_and(|v2| v2.write("cgroup.freeze", "1").is_ok());
         for _ in 0..100 {
             let pids = leaf.pids();
             if pids.is_empty() {
@@ -468,7 +475,10 @@ impl Drop for TaskCgroup {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        for leaf in [self.v2.take(), self.v1_memory.take()].into_iter().flatten() {
+        for leaf in [self.v2.take(), self.v1_memory.take()]
+            .into_iter()
+            .flatten()
+        {
             if std::fs::remove_dir(&leaf.dir).is_err() {
                 PENDING
                     .lock()
