@@ -284,6 +284,37 @@ mod tests {
         terminate_group(shell.pgid, Duration::from_secs(1)).await;
     }
 
+    #[tokio::test]
+    async fn a_task_is_its_group_and_the_processes_that_carry_its_marker() {
+        become_subreaper();
+        let mut cmd = tokio::process::Command::new("bash");
+        // The shell exits: both sleeps are re-parented to this process.
+        cmd.args(["-c", "setsid sleep 32 & sleep 32 & sleep 0.1"])
+            .env(crate::task_processes::MARKER_VAR, "unit-test-marker")
+            .process_group(0);
+        let mut shell = cmd.spawn().unwrap();
+        let pgid = shell.id().unwrap() as i32;
+        let _ = shell.wait().await;
+        let table = ProcessTable::read();
+        let members: Vec<i32> = table
+            .task_members(pgid, "unit-test-marker")
+            .iter()
+            .map(|p| p.pid)
+            .collect();
+        assert_eq!(
+            members.len(),
+            2,
+            "the shell's sleep and the daemon: {members:?}"
+        );
+        assert_eq!(table.task_members(pgid, "other").len(), 1, "the group only");
+        assert!(table.task_members(0, "other").is_empty());
+        for pid in members {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        reap_orphans();
+    }
+
     #[test]
     fn a_stat_line_with_parentheses_in_the_name_parses() {
         let entry = parse_stat(42, "42 (a) b (c)) S 7 42 42 0 -1").unwrap();

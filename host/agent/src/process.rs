@@ -335,4 +335,36 @@ mod tests {
         terminate_group(shell.pgid, Duration::from_secs(1)).await;
         assert!(!group_alive(shell.pgid) || live_processes_in_group(shell.pgid) == 0);
     }
+
+    #[tokio::test]
+    async fn a_daemon_that_left_the_group_is_counted_and_ends_with_its_command() {
+        let shell = spawn_shell(
+            "setsid sleep 31 > /dev/null 2>&1 < /dev/null & sleep 0.2",
+            Path::new("/"),
+        )
+        .unwrap();
+        let run = supervise(
+            shell,
+            Duration::from_secs(10),
+            std::future::pending(),
+            |_| {},
+        )
+        .await;
+        assert_eq!((run.ending, run.lingering), (Ending::Exited, 1));
+        let processes = run.processes;
+        assert_eq!(processes.live(), 1);
+        drop(processes);
+        // The drop ends it at once; give the kernel a moment to reap.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let left = crate::orphans::ProcessTable::read()
+            .entries
+            .iter()
+            .filter(|p| {
+                !p.zombie
+                    && std::fs::read(format!("/proc/{}/cmdline", p.pid))
+                        .is_ok_and(|c| c == b"sleep\x0031\x00")
+            })
+            .count();
+        assert_eq!(left, 0, "the daemon outlived its command");
+    }
 }
