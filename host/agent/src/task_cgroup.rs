@@ -412,11 +412,6 @@ impl TaskCgroup {
         self.tracker().pids()
     }
 
-    /// Whether `pid` is (still) one of the task's processes.
-    pub fn contains(&self, pid: i32) -> bool {
-        self.tracker().pids().contains(&pid)
-    }
-
     /// SIGKILLs every process of the task at once: `cgroup.kill`, or where the kernel
     /// lacks it, each listed pid until none is left (frozen meanwhile where possible, so
     /// none can fork).

@@ -14,6 +14,7 @@
 //! A process is signalled through a pidfd opened before the last check that it is still
 //! the task's, so a pid that was reused by a process that is not ours is never hit.
 
+use std::collections::HashSet;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -138,14 +139,20 @@ impl TaskProcesses {
     fn signal_all(&self, signal: Signal) {
         match (&self.cgroup, &self.marker) {
             (Some(cgroup), _) => {
-                for pid in cgroup.pids() {
-                    signal_checked(pid, signal, || cgroup.contains(pid));
-                }
+                signal_checked(&cgroup.pids(), signal, || {
+                    cgroup.pids().into_iter().collect()
+                });
             }
             (None, Some(marker)) => {
-                for entry in ProcessTable::read().task_members(self.pgid, marker) {
-                    signal_checked(entry.pid, signal, || entry.still_running());
-                }
+                let members = ProcessTable::read().task_members(self.pgid, marker);
+                let pids: Vec<i32> = members.iter().map(|p| p.pid).collect();
+                signal_checked(&pids, signal, || {
+                    members
+                        .iter()
+                        .filter(|p| p.still_running())
+                        .map(|p| p.pid)
+                        .collect()
+                });
             }
             (None, None) => {}
         }
@@ -210,30 +217,44 @@ impl Drop for TaskProcesses {
     }
 }
 
-/// Sends `signal` to `pid` if `still_ours` holds after a pidfd to it was opened: the pidfd
-/// keeps naming the process that was checked even if the pid is reused meanwhile.
-fn signal_checked(pid: i32, signal: Signal, still_ours: impl FnOnce() -> bool) {
-    // SAFETY: pidfd_open takes integers and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        // Kernels before 5.3 have no pidfd: a plain kill after the check.
-        if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) && still_ours() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+/// Sends `signal` to those of `pids` that `ours_now` still names after a pidfd to each
+/// was opened: a pidfd keeps naming the process that was checked even if its pid is
+/// reused meanwhile. Descriptors are opened a batch at a time, so a task of thousands of
+/// processes cannot use them up.
+fn signal_checked(pids: &[i32], signal: Signal, mut ours_now: impl FnMut() -> HashSet<i32>) {
+    for batch in pids.chunks(256) {
+        let opened: Vec<(i32, Option<OwnedFd>)> = batch
+            .iter()
+            .filter_map(|&pid| {
+                // SAFETY: pidfd_open takes integers and returns a new descriptor or -1.
+                let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+                if fd >= 0 {
+                    // SAFETY: the descriptor was just returned to us and nothing else owns it.
+                    return Some((pid, Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })));
+                }
+                // Kernels before 5.3 have no pidfd: a plain kill after the check. Any other
+                // failure means the process is gone.
+                let no_pidfd = std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS);
+                no_pidfd.then_some((pid, None))
+            })
+            .collect();
+        let ours = ours_now();
+        for (pid, fd) in opened.iter().filter(|(pid, _)| ours.contains(pid)) {
+            match fd {
+                // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
+                Some(fd) => unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        fd.as_raw_fd(),
+                        signal as libc::c_int,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0,
+                    );
+                },
+                None => {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), signal);
+                }
+            }
         }
-        return;
-    }
-    // SAFETY: the descriptor was just returned to us and is owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    if still_ours() {
-        // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                fd.as_raw_fd(),
-                signal as libc::c_int,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
     }
 }
