@@ -137,8 +137,9 @@ fn detect(settings: CgroupSettings) -> Result<Support, CgroupError> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let run_name = format!("agent-{}", std::process::id());
-    let v2 =
-        own_cgroup_dir(&mounts, &cgroups, None).and_then(|ours| make_run_dir(&ours, &run_name));
+    let v2 = own_cgroup_dir(&mounts, &cgroups, None)
+        .and_then(|ours| make_run_dir(&ours, &run_name))
+        .filter(|dir| can_join(dir));
     let v1_memory_parent = own_cgroup_dir(&mounts, &cgroups, Some("memory"));
     let bytes = settings.memory_mib.map(|mib| mib << 20);
     let mut support = Support {
@@ -149,7 +150,9 @@ fn detect(settings: CgroupSettings) -> Result<Support, CgroupError> {
     let v2_memory = support.v2.as_deref().is_some_and(enable_v2_memory);
     let needs_v1 = (bytes.is_some() && !v2_memory) || support.v2.is_none();
     if needs_v1 {
-        support.v1_memory = v1_memory_parent.and_then(|ours| make_run_dir(&ours, &run_name));
+        support.v1_memory = v1_memory_parent
+            .and_then(|ours| make_run_dir(&ours, &run_name))
+            .filter(|dir| can_join(dir));
     }
     if let Some(bytes) = bytes {
         support.memory = match (v2_memory, &support.v1_memory) {
@@ -235,6 +238,38 @@ fn make_run_dir(parent: &Path, name: &str) -> Option<PathBuf> {
         let _ = std::fs::remove_dir(&dir);
         None
     }
+}
+
+/// Whether a command can join a cgroup made in `run_dir`: making a directory can be
+/// allowed where moving a process is not (the move needs write access to the cgroup
+/// both sides share), and a command that cannot join its cgroup would not start. Tried
+/// with `true` in a probe cgroup; a run dir that fails it is removed.
+fn can_join(run_dir: &Path) -> bool {
+    use std::os::unix::process::CommandExt;
+    let joined = Leaf::create(run_dir, "probe").is_ok_and(|probe| {
+        let fd = probe.procs.as_raw_fd();
+        let mut cmd = std::process::Command::new("true");
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // SAFETY: only write(2) on a descriptor the parent keeps open; nothing allocated.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let ok = cmd.status().is_ok_and(|status| status.success());
+        let _ = std::fs::remove_dir(&probe.dir);
+        ok
+    });
+    if !joined {
+        let _ = std::fs::remove_dir(run_dir);
+    }
+    joined
 }
 
 /// Removes the empty `agent-<pid>/task-<n>` directories of agents no longer running (ended
@@ -399,17 +434,14 @@ impl TaskCgroup {
         (fds, n)
     }
 
-    /// The cgroup that holds every process of the task.
-    fn tracker(&self) -> &Leaf {
-        self.v2
-            .as_ref()
-            .or(self.v1_memory.as_ref())
-            .expect("a task cgroup has at least one directory")
+    /// The cgroup that holds every process of the task (none only while one is made).
+    fn tracker(&self) -> Option<&Leaf> {
+        self.v2.as_ref().or(self.v1_memory.as_ref())
     }
 
     /// The processes of the task still running.
     pub fn pids(&self) -> Vec<i32> {
-        self.tracker().pids()
+        self.tracker().map(Leaf::pids).unwrap_or_default()
     }
 
     /// SIGKILLs every process of the task at once: `cgroup.kill`, or where the kernel
@@ -421,7 +453,9 @@ impl TaskCgroup {
         {
             return;
         }
-        let leaf = self.tracker();
+        let Some(leaf) = self.tracker() else {
+            return;
+        };
         let frozen = self
             .v2
             .as_ref()
@@ -461,12 +495,12 @@ impl TaskCgroup {
 
 impl Drop for TaskCgroup {
     fn drop(&mut self) {
-        if !self.tracker().pids().is_empty() {
+        if !self.pids().is_empty() {
             self.kill();
             // Killed processes leave the cgroup within moments; wait a little so the
             // directory can go now rather than later.
             let until = Instant::now() + Duration::from_millis(200);
-            while !self.tracker().pids().is_empty() && Instant::now() < until {
+            while !self.pids().is_empty() && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
