@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use serde_json::json;
 
 use crate::support::{
-    ModelServer, Recorded, Reply, RunResult, TestEnv, agent, processes_with_marker, run, tool_use,
+    ModelServer, Recorded, Reply, RunResult, TestEnv, agent, processes_with_marker, run, spawn,
+    tool_use,
 };
 
 const LIMIT: std::time::Duration = std::time::Duration::from_secs(90);
@@ -202,6 +203,106 @@ fn daemons_a_bash_call_leaves_are_reported_kept_and_ended_at_exit_cgroup() {
 #[test]
 fn daemons_a_bash_call_leaves_are_reported_kept_and_ended_at_exit_sweep() {
     daemons_a_bash_call_leaves_are_reported_kept_and_ended_at_exit(Mode::Sweep, 936);
+}
+
+fn a_timeout_ends_the_daemons_of_a_command(mode: Mode, base: u32) {
+    let m = marker(base);
+    let (after_bash, after_task): (Seen, Seen) = Default::default();
+    let daemon_then_wait =
+        |n: u32| format!("setsid sleep {m}{n} > /dev/null 2>&1 < /dev/null & sleep {m}9{n}");
+    let server = ModelServer::start(vec![
+        Reply::tools(vec![tool_use(
+            "s1",
+            "bash",
+            json!({"command": daemon_then_wait(1), "timeout": 1}),
+        )]),
+        record_then(
+            &after_bash,
+            &m,
+            "",
+            Reply::tools(vec![tool_use(
+                "b1",
+                "background_run",
+                json!({"command": daemon_then_wait(2), "timeout": 1}),
+            )]),
+        ),
+        Reply::text("waiting"),
+        record_then(&after_task, &m, "[bg:bg-1] timed-out", Reply::text("seen")),
+    ]);
+    let env = TestEnv::new();
+    let out = one_shot_in(mode, &env, &server, &["-p", "go"]);
+    out.assert_success();
+    let (after_bash, after_task) = (recorded(&after_bash), recorded(&after_task));
+    assert_none_left(&m, "after exit");
+    assert!(
+        after_bash.is_empty(),
+        "outlived the bash timeout: {after_bash:?}"
+    );
+    assert!(
+        after_task.is_empty(),
+        "outlived the task's timeout: {after_task:?}"
+    );
+}
+
+#[test]
+fn a_timeout_ends_the_daemons_of_a_command_cgroup() {
+    a_timeout_ends_the_daemons_of_a_command(Mode::Default, 937);
+}
+
+#[test]
+fn a_timeout_ends_the_daemons_of_a_command_sweep() {
+    a_timeout_ends_the_daemons_of_a_command(Mode::Sweep, 938);
+}
+
+fn ctrl_c_in_the_repl_ends_the_running_bash_call_with_its_daemons(mode: Mode, base: u32) {
+    let m = marker(base);
+    let server = ModelServer::start(vec![
+        Reply::tools(vec![tool_use(
+            "s1",
+            "bash",
+            json!({"command": format!("setsid sleep {m}1 > /dev/null 2>&1 < /dev/null & sleep {m}2")}),
+        )]),
+        Reply::text("never mind"),
+    ]);
+    let env = TestEnv::new();
+    let mut cmd = agent(&env, &server);
+    if let Mode::Sweep = mode {
+        cmd.env("AGENT_TASK_CGROUPS", "off");
+    }
+    cmd.stdin(std::process::Stdio::piped());
+    let mut running = spawn(cmd);
+    let mut stdin = running.take_stdin().expect("stdin is piped");
+    std::io::Write::write_all(&mut stdin, b"start it\n").unwrap();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while processes_with_marker(&m).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    running.signal(libc::SIGINT);
+    running.wait_for_output(LIMIT, |_, err| err.contains("[interrupted]"));
+    // The REPL goes on; the interrupted command's processes do not.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !processes_with_marker(&m).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let left = processes_with_marker(&m);
+    std::io::Write::write_all(&mut stdin, b"exit\n").unwrap();
+    running.wait(LIMIT).assert_success();
+    assert_none_left(&m, "after exit");
+    assert!(left.is_empty(), "outlived the interrupted call: {left:?}");
+}
+
+#[test]
+fn ctrl_c_in_the_repl_ends_the_running_bash_call_with_its_daemons_cgroup() {
+    ctrl_c_in_the_repl_ends_the_running_bash_call_with_its_daemons(Mode::Default, 939);
+}
+
+#[test]
+fn ctrl_c_in_the_repl_ends_the_running_bash_call_with_its_daemons_sweep() {
+    ctrl_c_in_the_repl_ends_the_running_bash_call_with_its_daemons(Mode::Sweep, 940);
 }
 
 /// This test process's own directory in the cgroup2 hierarchy, if it may make cgroups
