@@ -159,6 +159,9 @@ fn detect(settings: CgroupSettings) -> Result<Support, CgroupError> {
             (true, _) => Some((bytes, MemoryIn::V2)),
             (false, Some(_)) => Some((bytes, MemoryIn::V1)),
             (false, None) => {
+                if let Some(dir) = &support.v2 {
+                    let _ = std::fs::remove_dir(dir);
+                }
                 return Err(unavailable(
                     "no cgroup2 memory controller delegated to the agent's cgroup and no writable cgroup v1 memory hierarchy",
                 ));
