@@ -13,6 +13,7 @@ mod model_api;
 mod plugins;
 mod repl;
 mod sandbox;
+mod security_escapes;
 mod security_host;
 mod security_model_terminal;
 mod security_plugin_limits;

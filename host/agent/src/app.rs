@@ -39,6 +39,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             Outcome::CheckFailed
         });
     }
+    // Before anything runs: a memory cap that cannot be enforced here refuses the run.
+    crate::task_cgroup::configure(config.task_cgroups)?;
     // Check the key before the slower plugin loading, so a missing key fails at once.
     let client =
         AnthropicClient::new(config.model.require_key()?).context("creating the HTTP client")?;
@@ -87,8 +89,10 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         None => crate::repl::run(&mut agent, &background, renderer.clone(), &config).await,
     };
     background.shutdown().await;
-    // Whatever left its group (`setsid daemon &`) was re-parented to the agent: end it.
+    // Whatever no task's cgroup holds and left its group (`setsid daemon &`) was
+    // re-parented to the agent: end it.
     crate::orphans::end_orphans(crate::process::KILL_GRACE).await;
+    crate::task_cgroup::finish_run(std::time::Duration::from_millis(500)).await;
     renderer.idle();
     outcome
 }

@@ -5,8 +5,10 @@
 //! log file (memory stays bounded: only a head and a tail are kept), and when it ends, for
 //! whatever reason, exactly one [`Notification`] is queued. The agent loop drains the
 //! queue before every model call, so the model learns of finished tasks without polling.
-//! Every task runs in its own process group: a timeout, a kill, and
-//! [`BackgroundManager::shutdown`] end the whole group.
+//! Every task runs in its own process group and cgroup where the machine allows one (see
+//! [`crate::task_processes`]): its end, whether its shell exits, times out or is killed, and
+//! [`BackgroundManager::shutdown`] end every process it started, daemons included. The
+//! processes a `bash` call left running are adopted here and ended at shutdown.
 //!
 //! One owner holds the state: [`State`] (in [`crate::background_state`]) behind one mutex,
 //! plus a [`Notify`] for waiters. Every change is one call on `State` under the lock; what
@@ -29,6 +31,7 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::background_state::{Killed, Launch, State};
 use crate::process::{self, Ending, ExitKind};
+use crate::task_processes::TaskProcesses;
 use agent_plugin_runtime::private_fs;
 
 pub use crate::background_task::{Notification, TaskInfo, TaskNote, TaskStatus};
@@ -162,8 +165,7 @@ impl BackgroundManager {
                 return;
             }
         };
-        let pgid = shell.pgid;
-        self.state().started(key, pgid);
+        self.state().started(key, shell.processes.clone());
 
         let mut log = log;
         let mut log_ok = true;
@@ -194,12 +196,18 @@ impl BackgroundManager {
         };
         let mut note = None;
         if run.lingering > 0 {
+            // A background task's processes end with it: a daemon it started must not
+            // outlive the task the model sees as finished.
+            run.processes.terminate(process::KILL_GRACE).await;
             note = Some(TaskNote::Lingering {
                 processes: run.lingering,
-                pgid,
             });
-            self.adopt_group(pgid);
         }
+        if let Some(mib) = run.memory_cap_hit {
+            note = Some(TaskNote::MemoryCap { mib });
+        }
+        let tracked = self.state().forget_processes(key);
+        drop((tracked, run.processes));
         self.finish(key, status, run.exit, note);
     }
 
@@ -218,10 +226,10 @@ impl BackgroundManager {
         let _ = self.shared.finished.send(notification);
     }
 
-    /// Keeps a process group whose shell exited while members still run, so that
-    /// [`BackgroundManager::shutdown`] ends it with the rest.
-    pub fn adopt_group(&self, pgid: i32) {
-        self.state().adopt_group(pgid);
+    /// Keeps the processes of a `bash` call whose shell exited while they still run, so
+    /// that [`BackgroundManager::shutdown`] ends them with the rest.
+    pub fn adopt(&self, processes: Arc<TaskProcesses>) {
+        self.state().adopt(processes);
     }
 
     /// Takes every queued notification; each is returned exactly once. A delivered
@@ -281,29 +289,37 @@ impl BackgroundManager {
         self.state().list()
     }
 
-    /// Ends every running task's process group (SIGTERM, then SIGKILL after the grace),
-    /// and the groups of finished shells whose children lived on. Queued tasks never start.
+    /// Ends every running task's processes (SIGTERM, then SIGKILL after the grace), and
+    /// those `bash` calls left running. Queued tasks never start.
     pub async fn shutdown(&self) {
-        let (ended, groups) = {
+        let (ended, running, adopted) = {
             let mut state = self.state();
-            (state.close(), state.live_groups())
+            (
+                state.close(),
+                state.running_processes(),
+                state.take_adopted(),
+            )
         };
         for notification in ended {
             self.announce(notification);
         }
         futures_util::future::join_all(
-            groups
-                .into_iter()
-                .map(|pgid| process::terminate_group(pgid, process::KILL_GRACE)),
+            running
+                .iter()
+                .chain(&adopted)
+                .map(|processes| processes.terminate(process::KILL_GRACE)),
         )
         .await;
     }
 
-    /// SIGKILLs every group at once; for a drop guard or a second Ctrl-C.
+    /// SIGKILLs every process of every task at once; for a drop guard or a second Ctrl-C.
     pub fn kill_all_now(&self) {
-        let groups = self.state().live_groups();
-        for pgid in groups {
-            process::kill_group_now(pgid);
+        let (running, adopted) = {
+            let mut state = self.state();
+            (state.running_processes(), state.take_adopted())
+        };
+        for processes in running.iter().chain(&adopted) {
+            processes.kill_now();
         }
     }
 }

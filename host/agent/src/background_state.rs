@@ -2,7 +2,7 @@
 //! tasks, and every change to it, as plain synchronous code.
 //!
 //! [`State`] is the one owner of the task table, the notification queue, the next id, the
-//! FIFO of tasks waiting for a slot and the lingering process groups. Each method is one
+//! FIFO of tasks waiting for a slot and the processes `bash` calls left running. Each method is one
 //! transition that keeps them consistent with each other (a finished task frees its slot
 //! and hands it to the next in line in the same step), so the manager only has to lock,
 //! call one method, unlock, and then act on what it returned: spawn the runners of
@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use crate::background_task::{Notification, TaskInfo, TaskNote, TaskStatus, task_id, task_key};
 use crate::output::HeadTail;
 use crate::process::ExitKind;
+use crate::task_processes::TaskProcesses;
 
 /// Output kept in memory per task for `check_background`.
 const TASK_OUTPUT_LIMIT: usize = 50_000;
@@ -58,7 +59,8 @@ struct Task {
     started: Option<Instant>,
     duration: Option<Duration>,
     timeout: Duration,
-    pgid: Option<i32>,
+    /// The processes of the running task.
+    processes: Option<Arc<TaskProcesses>>,
     output: TaskOutput,
     log_path: PathBuf,
     note: Option<TaskNote>,
@@ -101,8 +103,9 @@ pub struct State {
     running: usize,
     max_running: usize,
     max_tasks: usize,
-    /// Process groups whose shell exited while members still ran; ended at shutdown.
-    lingering: Vec<i32>,
+    /// Processes of `bash` calls whose shell exited while they still ran; ended at
+    /// shutdown.
+    adopted: Vec<Arc<TaskProcesses>>,
     /// Set by shutdown: nothing starts any more.
     closed: bool,
 }
@@ -117,7 +120,7 @@ impl State {
             running: 0,
             max_running: max_running.max(1),
             max_tasks,
-            lingering: Vec::new(),
+            adopted: Vec::new(),
             closed: false,
         }
     }
@@ -149,7 +152,7 @@ impl State {
             started: None,
             duration: None,
             timeout,
-            pgid: None,
+            processes: None,
             output: TaskOutput::Live(Arc::new(Mutex::new(HeadTail::with_limit(
                 TASK_OUTPUT_LIMIT,
             )))),
@@ -198,10 +201,10 @@ impl State {
         launches
     }
 
-    /// Records the process group of a task whose shell started.
-    pub fn started(&mut self, key: u64, pgid: i32) {
+    /// Records the processes of a task whose shell started.
+    pub fn started(&mut self, key: u64, processes: Arc<TaskProcesses>) {
         if let Some(task) = self.tasks.get_mut(&key) {
-            task.pgid = Some(pgid);
+            task.processes = Some(processes);
         }
     }
 
@@ -225,6 +228,7 @@ impl State {
         task.note = note.clone();
         task.kill = None;
         task.log = None;
+        task.processes = None;
         let freed = std::mem::take(&mut task.holds_slot);
         let (output, output_bytes) = task.output.render_within(NOTIFICATION_OUTPUT_LIMIT);
         let notification = Notification {
@@ -271,9 +275,15 @@ impl State {
         })
     }
 
-    /// Keeps a process group to end at shutdown.
-    pub fn adopt_group(&mut self, pgid: i32) {
-        self.lingering.push(pgid);
+    /// Keeps the processes of a `bash` call to end at shutdown.
+    pub fn adopt(&mut self, processes: Arc<TaskProcesses>) {
+        self.adopted.push(processes);
+    }
+
+    /// Takes the processes of a task whose runner is done with them, so the last clone
+    /// (whose drop removes its cgroup) is dropped outside the lock.
+    pub fn forget_processes(&mut self, key: u64) -> Option<Arc<TaskProcesses>> {
+        self.tasks.get_mut(&key)?.processes.take()
     }
 
     /// Takes every queued notification; each is returned exactly once. A delivered task
@@ -327,14 +337,18 @@ impl State {
             .collect()
     }
 
-    /// The process groups of running tasks and lingering shells.
-    pub fn live_groups(&self) -> Vec<i32> {
-        let running = self
-            .tasks
+    /// The processes of running tasks.
+    pub fn running_processes(&self) -> Vec<Arc<TaskProcesses>> {
+        self.tasks
             .values()
             .filter(|t| t.status == TaskStatus::Running)
-            .filter_map(|t| t.pgid);
-        running.chain(self.lingering.iter().copied()).collect()
+            .filter_map(|t| t.processes.clone())
+            .collect()
+    }
+
+    /// Takes the processes `bash` calls left running.
+    pub fn take_adopted(&mut self) -> Vec<Arc<TaskProcesses>> {
+        std::mem::take(&mut self.adopted)
     }
 }
 

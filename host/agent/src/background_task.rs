@@ -38,8 +38,10 @@ pub enum TaskNote {
     KilledWhileQueued,
     /// The shell could not be started.
     LaunchFailed(String),
-    /// The shell exited while processes it started still ran; they are ended at exit.
-    Lingering { processes: usize, pgid: i32 },
+    /// The shell exited while processes it started still ran; they were ended with it.
+    Lingering { processes: usize },
+    /// A process of the task was killed for going over the memory cap (MiB).
+    MemoryCap { mib: u64 },
 }
 
 /// What the model is told when a task ends; one per task.

@@ -57,6 +57,12 @@ pub struct Cli {
     #[arg(long, default_value_t = 300, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_tasks: u64,
 
+    /// Memory limit of one command (a `bash` call or a background task, with every
+    /// process it starts), in MiB; enforced by a cgroup, so the agent refuses to start
+    /// where it cannot make one. No limit by default.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    pub task_memory: Option<u64>,
+
     /// Also load this plugin component (repeatable). Its grants come from NAME.toml
     /// beside it; without one it gets no files, environment or network.
     #[arg(long = "plugin", value_name = "FILE", global = true)]

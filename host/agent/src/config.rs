@@ -58,6 +58,9 @@ pub struct Config {
     /// Plugin files named with `--plugin`, loaded after those in `plugin_dirs`.
     pub plugin_files: Vec<PathBuf>,
     pub plugin_limits: PluginLimits,
+    /// Per-task cgroups: whether to use them (`AGENT_TASK_CGROUPS=off` does not) and the
+    /// memory cap of a task (`--task-memory`).
+    pub task_cgroups: crate::task_cgroup::CgroupSettings,
     /// Approvals of what workspace plugins' manifests ask beyond the workspace.
     pub trusted_plugins: PathBuf,
 }
@@ -131,6 +134,20 @@ impl Config {
                 .unwrap_or(0),
             std::process::id()
         );
+        let task_cgroups = crate::task_cgroup::CgroupSettings {
+            enabled: match env("AGENT_TASK_CGROUPS").as_deref().map(str::trim) {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(value) => {
+                    return Err(ConfigError::Invalid {
+                        name: "AGENT_TASK_CGROUPS",
+                        what: "on or off",
+                        value: value.to_string(),
+                    });
+                }
+            },
+            memory_mib: cli.task_memory,
+        };
         let cache_dir =
             agent_dir("AGENT_CACHE_DIR", "XDG_CACHE_HOME", ".cache").map(|d| d.join("components"));
         let user_plugins = agent_dir("AGENT_CONFIG_DIR", "XDG_CONFIG_HOME", ".config")
@@ -159,6 +176,7 @@ impl Config {
             plugin_dirs,
             plugin_files: cli.plugins.clone(),
             trusted_plugins: state_dir.join("trusted-plugins"),
+            task_cgroups,
             plugin_limits: PluginLimits {
                 time_limit: Duration::from_secs(cli.plugin_timeout),
                 memory_bytes: (cli.plugin_memory as usize) << 20,

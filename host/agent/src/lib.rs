@@ -16,7 +16,9 @@
 //!   [`background_task`], its one state and the transitions on it [`background_state`];
 //!   [`task_text`] words a task for the model, the screen and the tools; [`task_commands`]
 //!   are the task operations the tools and the REPL share. [`process`] is the one place
-//!   processes are spawned and killed, [`orphans`] ends what they leave behind and
+//!   processes are spawned and killed, [`task_processes`] holds everything one command
+//!   started (in a [`task_cgroup`] where the machine allows), [`orphans`] ends what they
+//!   leave behind and
 //!   [`host_secrets`] keeps them out of the agent's own memory; [`output`] bounds captured
 //!   output; [`tasklog`] pages through task logs; the runtime's `private_fs` keeps what
 //!   the agent stores private to the user.
@@ -42,7 +44,9 @@ pub mod render;
 pub mod repl;
 pub mod shutdown;
 pub mod status;
+pub mod task_cgroup;
 pub mod task_commands;
+pub mod task_processes;
 pub mod task_text;
 pub mod tasklog;
 pub mod tools;

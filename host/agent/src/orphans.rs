@@ -6,9 +6,11 @@
 //! ones that exit (leaving the shells tokio waits for alone), and [`end_orphans`] ends
 //! the ones still running when the agent exits. [`ProcessTable`] reads `/proc`, and
 //! decides whether a process group still belongs to the agent (a live member descends
-//! from it), so a group id reused by somebody else's processes is never signalled.
+//! from it), so a group id reused by somebody else's processes is never signalled, and
+//! finds the processes of a task where there is no cgroup to hold them
+//! ([`ProcessTable::task_members`], used by [`crate::task_processes`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
@@ -35,6 +37,20 @@ pub(crate) struct ProcEntry {
     pub(crate) ppid: i32,
     pub(crate) pgrp: i32,
     pub(crate) zombie: bool,
+    /// When the process started, in clock ticks after boot: with the pid, it names one
+    /// process even after the pid is reused.
+    pub(crate) start_time: u64,
+}
+
+impl ProcEntry {
+    /// Whether the process this entry was read from still runs (not a later process
+    /// that got its pid).
+    pub(crate) fn still_running(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|stat| parse_stat(self.pid, &stat))
+            .is_some_and(|now| now.start_time == self.start_time && !now.zombie)
+    }
 }
 
 /// A snapshot of every process on the machine (those that vanish while it is read are
@@ -87,6 +103,46 @@ impl ProcessTable {
             .any(|p| p.pgrp == pgid && !p.zombie && self.descends_from_us(p.pid))
     }
 
+    /// The live processes of the task whose shell leads group `pgid` and whose commands
+    /// carry `AGENT_TASK=marker` in their environment, for machines without cgroups: the
+    /// processes that descend from this one and are in that group or carry that marker,
+    /// and their descendants (whatever group or environment they have now). A process
+    /// that left the group and dropped the marker, and whose parent is gone, is found by
+    /// no task; [`end_orphans`] still ends it at exit.
+    pub(crate) fn task_members(&self, pgid: i32, marker: &str) -> Vec<ProcEntry> {
+        let me = std::process::id() as i32;
+        let by_pid: HashMap<i32, &ProcEntry> = self.entries.iter().map(|p| (p.pid, p)).collect();
+        let wanted = format!("{}={marker}", crate::task_processes::MARKER_VAR);
+        // Whether each process is the task's by itself; read lazily, once per process.
+        let mut marked: HashMap<i32, bool> = HashMap::new();
+        let mut is_marked = |p: &ProcEntry| {
+            *marked
+                .entry(p.pid)
+                .or_insert_with(|| (pgid > 0 && p.pgrp == pgid) || environ_has(p.pid, &wanted))
+        };
+        self.entries
+            .iter()
+            .filter(|p| !p.zombie && p.pid != me)
+            .filter(|p| {
+                // Walk up to this process; the task's if any process on the way is marked.
+                let mut found = false;
+                let mut at = **p;
+                for _ in 0..64 {
+                    if at.pid == me {
+                        return found;
+                    }
+                    found = found || is_marked(&at);
+                    match by_pid.get(&at.ppid) {
+                        Some(parent) => at = **parent,
+                        None => return false,
+                    }
+                }
+                false
+            })
+            .copied()
+            .collect()
+    }
+
     /// This process's children that it did not start as shells: descendants of commands
     /// re-parented to it.
     fn orphans(&self) -> impl Iterator<Item = &ProcEntry> {
@@ -106,12 +162,21 @@ fn parse_stat(pid: i32, stat: &str) -> Option<ProcEntry> {
     let state = fields.next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
+    // starttime is the 22nd field; pgrp was the 5th.
+    let start_time = fields.nth(16).and_then(|t| t.parse().ok()).unwrap_or(0);
     Some(ProcEntry {
         pid,
         ppid,
         pgrp,
         zombie: state == "Z" || state == "X",
+        start_time,
     })
+}
+
+/// Whether `/proc/PID/environ` holds exactly the entry `wanted` (`NAME=value`).
+fn environ_has(pid: i32, wanted: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|environ| environ.split(|&b| b == 0).any(|e| e == wanted.as_bytes()))
 }
 
 /// Collects the exit status of orphans that have exited, so they do not stay zombies.
@@ -219,10 +284,43 @@ mod tests {
         terminate_group(shell.pgid, Duration::from_secs(1)).await;
     }
 
+    #[tokio::test]
+    async fn a_task_is_its_group_and_the_processes_that_carry_its_marker() {
+        become_subreaper();
+        let mut cmd = tokio::process::Command::new("bash");
+        // The shell exits: both sleeps are re-parented to this process.
+        cmd.args(["-c", "setsid sleep 32 & sleep 32 & sleep 0.1"])
+            .env(crate::task_processes::MARKER_VAR, "unit-test-marker")
+            .process_group(0);
+        let mut shell = cmd.spawn().unwrap();
+        let pgid = shell.id().unwrap() as i32;
+        let _ = shell.wait().await;
+        let table = ProcessTable::read();
+        let members: Vec<i32> = table
+            .task_members(pgid, "unit-test-marker")
+            .iter()
+            .map(|p| p.pid)
+            .collect();
+        assert_eq!(
+            members.len(),
+            2,
+            "the shell's sleep and the daemon: {members:?}"
+        );
+        assert_eq!(table.task_members(pgid, "other").len(), 1, "the group only");
+        assert!(table.task_members(0, "other").is_empty());
+        for pid in members {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        reap_orphans();
+    }
+
     #[test]
     fn a_stat_line_with_parentheses_in_the_name_parses() {
         let entry = parse_stat(42, "42 (a) b (c)) S 7 42 42 0 -1").unwrap();
         assert_eq!((entry.ppid, entry.pgrp, entry.zombie), (7, 42, false));
+        let line = "9 (x) S 1 9 9 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0 0";
+        assert_eq!(parse_stat(9, line).unwrap().start_time, 12345);
         assert!(parse_stat(43, "43 (x) Z 1 43").unwrap().zombie);
     }
 }

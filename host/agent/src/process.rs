@@ -3,9 +3,11 @@
 //! Every shell command the agent runs (the blocking `bash` tool and background tasks) goes
 //! through [`spawn_shell`]: `bash -c COMMAND` in the workspace, stdin from /dev/null (a
 //! command waiting on a prompt gets EOF instead of hanging), a documented environment, its
-//! own process group (so a timeout or kill reaches every process it started), and stdout and
-//! stderr merged into one pipe in the order they were written. [`terminate_group`] ends a
-//! group politely (SIGTERM), then by force (SIGKILL) after a grace period.
+//! own process group, its own cgroup where the machine allows one (see
+//! [`crate::task_processes`]: a timeout or kill reaches every process it started, daemons
+//! that left the group included), and stdout and stderr merged into one pipe in the order
+//! they were written. [`supervise`] ends a command's processes politely (SIGTERM), then by
+//! force (SIGKILL) after a grace period.
 //!
 //! Commands run as the user, so each starts without `CAP_SYS_PTRACE` (see
 //! [`crate::host_secrets`]), and a group is only signalled while a process of it still
@@ -14,12 +16,15 @@
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::AsyncRead;
 use tokio::process::{Child, Command};
+
+use crate::task_processes::TaskProcesses;
 
 /// How long a process group gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -56,12 +61,15 @@ const PASSED_ENV: &[&str] = &[
     "NO_PROXY",
 ];
 
-/// A started shell command: the child process and the read end of its merged output.
+/// A started shell command: the child process, the read end of its merged output, and
+/// every process it starts.
 pub struct ShellProcess {
     pub child: Child,
     /// The process group id, equal to the shell's pid.
     pub pgid: i32,
     pub output: Box<dyn AsyncRead + Send + Unpin>,
+    /// Ends whatever of the command still runs when the last clone is dropped.
+    pub processes: Arc<TaskProcesses>,
 }
 
 /// The capability that lets a process read a non-dumpable process's `/proc` files.
@@ -97,6 +105,8 @@ pub fn spawn_shell(command: &str, cwd: &Path) -> std::io::Result<ShellProcess> {
             Ok(())
         });
     }
+    // After the environment is set: without a cgroup, this marks it.
+    let mut processes = TaskProcesses::prepare(&mut cmd)?;
     let mut shells = crate::orphans::SHELLS
         .lock()
         .unwrap_or_else(|e| e.into_inner());
@@ -109,11 +119,13 @@ pub fn spawn_shell(command: &str, cwd: &Path) -> std::io::Result<ShellProcess> {
     // last process of the command closes its copy.
     drop(cmd);
     let pgid = child.id().map(|id| id as i32).unwrap_or(0);
+    processes.started(pgid);
     let output = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())?;
     Ok(ShellProcess {
         child,
         pgid,
         output: Box::new(output),
+        processes: Arc::new(processes),
     })
 }
 
@@ -219,17 +231,24 @@ pub enum Ending {
 }
 
 /// The end of a supervised command.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Supervised {
     pub ending: Ending,
     pub exit: Option<ExitKind>,
-    /// Live processes left in the group after the shell exited (started in the background
-    /// by the command); zero after a timeout or kill.
+    /// Live processes of the command left after the shell exited (started in the
+    /// background by it, daemons included); zero after a timeout or kill.
     pub lingering: usize,
+    /// The command's memory cap in MiB, when the kernel killed a process of it for going
+    /// over the cap.
+    pub memory_cap_hit: Option<u64>,
+    /// What is left of the command: dropping the last clone ends it.
+    pub processes: Arc<TaskProcesses>,
 }
 
-/// Runs a started shell to its end: feeds its output to `on_output` as it arrives, ends the
-/// whole group on timeout or when `cancel` resolves, and bounds the drain after exit.
+/// Runs a started shell to its end: feeds its output to `on_output` as it arrives, ends
+/// all its processes on timeout or when `cancel` resolves, and bounds the drain after
+/// exit. Processes left after the shell exited run on until the caller drops
+/// [`Supervised::processes`].
 pub async fn supervise(
     shell: ShellProcess,
     timeout: Duration,
@@ -241,6 +260,7 @@ pub async fn supervise(
         mut child,
         pgid,
         output: mut reader,
+        processes,
     } = shell;
     let _listed = crate::orphans::ListedShell(pgid);
     let mut drain = tokio::spawn(async move {
@@ -258,19 +278,19 @@ pub async fn supervise(
         status = child.wait() => Some(wait_exit(status)),
         _ = tokio::time::sleep(timeout) => None,
         _ = cancel => {
-            terminate_group(pgid, KILL_GRACE).await;
-            return finish(Ending::Killed, wait_exit(child.wait().await), &mut drain, pgid).await;
+            processes.terminate(KILL_GRACE).await;
+            return finish(Ending::Killed, wait_exit(child.wait().await), &mut drain, processes).await;
         }
     };
     match ending {
-        Some(exit) => finish(Ending::Exited, exit, &mut drain, pgid).await,
+        Some(exit) => finish(Ending::Exited, exit, &mut drain, processes).await,
         None => {
-            terminate_group(pgid, KILL_GRACE).await;
+            processes.terminate(KILL_GRACE).await;
             finish(
                 Ending::TimedOut,
                 wait_exit(child.wait().await),
                 &mut drain,
-                pgid,
+                processes,
             )
             .await
         }
@@ -281,7 +301,7 @@ async fn finish(
     ending: Ending,
     exit: Option<ExitKind>,
     drain: &mut tokio::task::JoinHandle<()>,
-    pgid: i32,
+    processes: Arc<TaskProcesses>,
 ) -> Supervised {
     if tokio::time::timeout(DRAIN_BOUND, &mut *drain)
         .await
@@ -289,10 +309,9 @@ async fn finish(
     {
         drain.abort();
     }
-    // The shell is reaped, so the group is empty unless the command left processes
-    // behind; the cheap signal-0 probe spares a /proc scan on every exit.
-    let lingering = if ending == Ending::Exited && group_alive(pgid) {
-        live_processes_in_group(pgid)
+    // The shell is reaped, so nothing is left unless the command left processes behind.
+    let lingering = if ending == Ending::Exited {
+        processes.live()
     } else {
         0
     };
@@ -300,6 +319,8 @@ async fn finish(
         ending,
         exit,
         lingering,
+        memory_cap_hit: processes.hit_memory_cap(),
+        processes,
     }
 }
 
@@ -313,5 +334,37 @@ mod tests {
         assert!(live_processes_in_group(shell.pgid) >= 1);
         terminate_group(shell.pgid, Duration::from_secs(1)).await;
         assert!(!group_alive(shell.pgid) || live_processes_in_group(shell.pgid) == 0);
+    }
+
+    #[tokio::test]
+    async fn a_daemon_that_left_the_group_is_counted_and_ends_with_its_command() {
+        let shell = spawn_shell(
+            "setsid sleep 31 > /dev/null 2>&1 < /dev/null & sleep 0.2",
+            Path::new("/"),
+        )
+        .unwrap();
+        let run = supervise(
+            shell,
+            Duration::from_secs(10),
+            std::future::pending(),
+            |_| {},
+        )
+        .await;
+        assert_eq!((run.ending, run.lingering), (Ending::Exited, 1));
+        let processes = run.processes;
+        assert_eq!(processes.live(), 1);
+        drop(processes);
+        // The drop ends it at once; give the kernel a moment to reap.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let left = crate::orphans::ProcessTable::read()
+            .entries
+            .iter()
+            .filter(|p| {
+                !p.zombie
+                    && std::fs::read(format!("/proc/{}/cmdline", p.pid))
+                        .is_ok_and(|c| c == b"sleep\x0031\x00")
+            })
+            .count();
+        assert_eq!(left, 0, "the daemon outlived its command");
     }
 }

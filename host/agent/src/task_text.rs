@@ -36,9 +36,13 @@ impl fmt::Display for TaskNote {
         match self {
             TaskNote::KilledWhileQueued => f.write_str("killed while queued; never started"),
             TaskNote::LaunchFailed(error) => write!(f, "could not start the command: {error}"),
-            TaskNote::Lingering { processes, pgid } => write!(
+            TaskNote::Lingering { processes } => write!(
                 f,
-                "the shell exited, but {processes} process(es) it started are still running (process group {pgid}); they are ended when the agent exits"
+                "the shell exited while {processes} process(es) it started still ran; they were ended with the task (use bash to leave a server running)"
+            ),
+            TaskNote::MemoryCap { mib } => write!(
+                f,
+                "a process of the task was killed for using more than its memory limit of {mib} MiB (--task-memory)"
             ),
         }
     }

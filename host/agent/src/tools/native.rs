@@ -2,7 +2,8 @@
 //!
 //! These are the only tools that start processes, all through [`crate::process`], under one
 //! policy: workspace as working directory, a clean environment, stdin from /dev/null, a
-//! process group per command, a time limit that ends the whole group.
+//! process group (and cgroup, where the machine has them) per command, a time limit that
+//! ends every process the command started.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -98,7 +99,7 @@ impl NativeTools {
                         "type": "number",
                         "exclusiveMinimum": 0,
                         "maximum": MAX_TIMEOUT_SECS,
-                        "description": format!("Time limit in seconds (default {default}); the command's whole process group is ended when it runs out")
+                        "description": format!("Time limit in seconds (default {default}); every process the command started is ended when it runs out")
                     }
                 },
                 "required": ["command"]
@@ -113,7 +114,7 @@ impl NativeTools {
             },
             ToolSpec {
                 name: "background_run".into(),
-                description: "Start a shell command in the background and return its task id at once. Keep working: when it finishes, its result is delivered to you automatically in <background-results>; there is no need to poll or sleep.".into(),
+                description: "Start a shell command in the background and return its task id at once; every process it starts, daemons included, ends when the task ends. Keep working: when it finishes, its result is delivered to you automatically in <background-results>; there is no need to poll or sleep.".into(),
                 input_schema: command_schema("The bash command to run", self.config.background_timeout),
                 hints: ToolHints { destructive: true, ..ToolHints::default() },
             },
@@ -133,7 +134,7 @@ impl NativeTools {
             },
             ToolSpec {
                 name: "kill_background".into(),
-                description: "Stop a background task: its whole process group gets SIGTERM, then SIGKILL after a short grace.".into(),
+                description: "Stop a background task: every process it started gets SIGTERM, then SIGKILL after a short grace.".into(),
                 input_schema: json!({
                     "type": "object",
                     "properties": {"task_id": {"type": "string", "description": "The task id returned by background_run"}},
@@ -157,7 +158,6 @@ impl NativeTools {
         check_command(&input.command)?;
         let shell = process::spawn_shell(&input.command, &self.config.workspace)
             .map_err(|e| format!("could not start bash: {e}"))?;
-        let pgid = shell.pgid;
         let output = Arc::new(Mutex::new(HeadTail::with_limit(BASH_OUTPUT_LIMIT)));
         let sink = output.clone();
         let run = process::supervise(shell, timeout, std::future::pending(), move |bytes| {
@@ -169,10 +169,15 @@ impl NativeTools {
             text.push_str("(no output)");
         }
         if run.lingering > 0 {
-            self.background.adopt_group(pgid);
             text.push_str(&format!(
                 "\n[the shell exited; {} process(es) it started are still running and are ended when the agent exits]",
                 run.lingering
+            ));
+            self.background.adopt(run.processes);
+        }
+        if let Some(mib) = run.memory_cap_hit {
+            text.push_str(&format!(
+                "\n[a process of the command was killed for using more than its memory limit of {mib} MiB (--task-memory)]"
             ));
         }
         match (run.ending, run.exit) {
