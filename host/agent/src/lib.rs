@@ -17,7 +17,8 @@
 //!   [`task_text`] words a task for the model, the screen and the tools; [`task_commands`]
 //!   are the task operations the tools and the REPL share. [`process`] is the one place
 //!   processes are spawned and killed, [`orphans`] ends what they leave behind and
-//!   [`host_secrets`] keeps them out of the agent's own memory; [`output`] bounds captured
+//!   [`host_secrets`] keeps them out of the agent's own memory; [`sandbox`] confines them
+//!   in the kernel (Landlock, seccomp) to the workspace and the toolchains; [`output`] bounds captured
 //!   output; [`tasklog`] pages through task logs; the runtime's `private_fs` keeps what
 //!   the agent stores private to the user.
 //! - [`render`] turns events into text or JSON lines: library code never prints;
@@ -40,6 +41,7 @@ pub mod plugin_commands;
 pub mod process;
 pub mod render;
 pub mod repl;
+pub mod sandbox;
 pub mod shutdown;
 pub mod status;
 pub mod task_commands;
