@@ -344,6 +344,34 @@ fn sandbox_off_really_gives_full_access() {
 }
 
 #[test]
+fn network_opens_sockets_but_not_the_files() {
+    if no_landlock("network_opens_sockets_but_not_the_files") {
+        return;
+    }
+    let env = TestEnv::new();
+    let secrets = Secrets::new();
+    let loopback = Loopback::start();
+    let (bash, background, _) = run_both(
+        &env,
+        &secrets,
+        &["--network"],
+        &attacks(&secrets, &loopback),
+    );
+    for (label, output) in [("bash", &bash), ("background_run", &background)] {
+        for name in ["curl", "python", "devtcp"] {
+            assert!(
+                probe(output, name).contains(LOOPBACK_ANSWER),
+                "{label}: {name}: {output}"
+            );
+        }
+        for name in ["ssh", "aws", "found"] {
+            assert!(!probe(output, name).contains(SSH_SECRET), "{label}: {output}");
+            assert!(!probe(output, name).contains(AWS_SECRET), "{label}: {output}");
+        }
+    }
+}
+
+#[test]
 fn read_only_refuses_a_workspace_write_and_the_environment_and_config_choose_modes() {
     if no_landlock("read_only_refuses_a_workspace_write_and_the_environment_and_config_choose_modes") {
         return;

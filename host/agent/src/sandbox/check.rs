@@ -144,8 +144,8 @@ fn text(report: &Report) -> String {
             (None, None) => {}
         }
         for (label, paths) in [("read", &m.read), ("write", &m.write)] {
-            for path in paths {
-                let _ = writeln!(out, "  {label:5} {}", path.display());
+            for line in grouped(paths) {
+                let _ = writeln!(out, "  {label:5} {line}");
             }
         }
         for left in &m.left_out {
@@ -157,4 +157,25 @@ fn text(report: &Report) -> String {
         let _ = writeln!(out, "warning: {warning}");
     }
     out
+}
+
+/// The paths, with many entries of one directory (a directory granted entry by entry, to
+/// leave a secret out) shown as one line.
+fn grouped(paths: &[PathBuf]) -> Vec<String> {
+    const GROUP_AT: usize = 12;
+    let mut lines = Vec::new();
+    let mut shown_groups: Vec<&Path> = Vec::new();
+    for path in paths {
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        let siblings = paths.iter().filter(|p| p.parent() == Some(parent)).count();
+        if siblings >= GROUP_AT && parent != Path::new("/") {
+            if !shown_groups.contains(&parent) {
+                shown_groups.push(parent);
+                lines.push(format!("{}/* ({siblings} entries, all but those not granted)", parent.display()));
+            }
+        } else {
+            lines.push(path.display().to_string());
+        }
+    }
+    lines
 }

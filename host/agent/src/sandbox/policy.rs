@@ -56,8 +56,8 @@ pub struct Policy {
 
 /// System directories commands read.
 const SYSTEM_READ: &[&str] = &[
-    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/proc",
-    "/sys",
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/sys", "/opt",
+    "/etc",
 ];
 
 /// Device files commands use; read and write.
@@ -136,10 +136,10 @@ pub fn build(settings: &Settings, workspace: &Path, temp_dir: &Path, agent_dirs:
         // Only /etc is searched for secrets (shadow, host keys, TLS private keys); the
         // others are large and hold none.
         let depth = if *dir == "/etc" { SECRET_SEARCH_DEPTH } else { 0 };
-        builder.system(Path::new(dir), Access::Read, depth);
+        builder.system(Path::new(dir), Access::Read, "system", depth);
     }
     for device in DEVICES {
-        builder.system(Path::new(device), Access::Write, 0);
+        builder.system(Path::new(device), Access::Write, "device", 0);
     }
     let workspace_access = if writes { Access::Write } else { Access::Read };
     builder.push(workspace, workspace_access, "workspace");
@@ -174,10 +174,19 @@ pub fn build(settings: &Settings, workspace: &Path, temp_dir: &Path, agent_dirs:
     for dir in &settings.write {
         builder.checked(dir, extra_write, "configured write");
     }
+    let mut grants = builder.grants;
+    // A grant beneath another that already gives as much adds nothing (PATH order can put
+    // ~/.pyenv/plugins/x before ~/.pyenv).
+    let all = grants.clone();
+    grants.retain(|g| {
+        !all.iter().any(|other| {
+            other.path != g.path && other.access >= g.access && g.path.starts_with(&other.path)
+        })
+    });
     Policy {
         mode: settings.mode,
         network: settings.network,
-        grants: builder.grants,
+        grants,
         left_out: builder.left_out,
         warnings,
     }
@@ -192,9 +201,9 @@ struct Builder {
 
 impl Builder {
     /// A system path: skipped quietly when absent, searched `depth` levels for secrets.
-    fn system(&mut self, path: &Path, access: Access, depth: usize) {
+    fn system(&mut self, path: &Path, access: Access, why: &'static str, depth: usize) {
         if let Ok(canonical) = path.canonicalize() {
-            self.without_secrets(&canonical, access, "system", depth);
+            self.without_secrets(&canonical, access, why, depth);
         }
     }
 
