@@ -39,6 +39,21 @@ fn main() {
     let workspace = tempfile::tempdir().unwrap();
     let settings = Settings::resolve(FlagSettings::default(), None, Environment::from_process())
         .expect("default settings");
+    let built = Instant::now();
+    let policy = agent_host::sandbox::policy::build(
+        &settings,
+        workspace.path(),
+        &std::env::temp_dir(),
+        &[],
+    );
+    let build_time = built.elapsed();
+    let enforcing = Instant::now();
+    let _ = agent_host::sandbox::Enforcement::prepare(&policy);
+    println!(
+        "policy built in {:.2} ms, kernel rules prepared in {:.2} ms",
+        ms(build_time),
+        ms(enforcing.elapsed())
+    );
     let prepared = Instant::now();
     let (sandbox, _temp) =
         Sandbox::new(&settings, workspace.path(), &[]).expect("making the sandbox");

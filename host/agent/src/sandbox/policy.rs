@@ -86,8 +86,10 @@ const PROTECTED_IN_HOME: &[&str] = &[
     ".git-credentials",
 ];
 
-/// How deep a granted directory is searched for secret-looking entries.
-const SECRET_SEARCH_DEPTH: usize = 2;
+/// How deep /etc is searched for secret-looking entries (`/etc/ssl/private`).
+const SYSTEM_SECRET_DEPTH: usize = 2;
+/// How deep other granted directories are (`~/.cargo/credentials.toml`).
+const SECRET_SEARCH_DEPTH: usize = 1;
 
 /// Whether a directory entry looks like a secret that a granted directory must not expose.
 fn secret_like(name: &str) -> bool {
@@ -135,7 +137,7 @@ pub fn build(settings: &Settings, workspace: &Path, temp_dir: &Path, agent_dirs:
     for dir in SYSTEM_READ {
         // Only /etc is searched for secrets (shadow, host keys, TLS private keys); the
         // others are large and hold none.
-        let depth = if *dir == "/etc" { SECRET_SEARCH_DEPTH } else { 0 };
+        let depth = if *dir == "/etc" { SYSTEM_SECRET_DEPTH } else { 0 };
         builder.system(Path::new(dir), Access::Read, "system", depth);
     }
     for device in DEVICES {
