@@ -40,7 +40,9 @@ fn landlock_abi() -> i64 {
 /// Whether the test must skip; says why on stderr.
 fn no_landlock(test: &str) -> bool {
     if landlock_abi() < 1 {
-        eprintln!("SKIPPED {test}: this kernel does not offer Landlock, so the sandbox cannot be tested");
+        eprintln!(
+            "SKIPPED {test}: this kernel does not offer Landlock, so the sandbox cannot be tested"
+        );
         return true;
     }
     false
@@ -90,7 +92,10 @@ struct Secrets {
 
 impl Secrets {
     fn new() -> Secrets {
-        let home = tempfile::Builder::new().prefix("agent-home-").tempdir().unwrap();
+        let home = tempfile::Builder::new()
+            .prefix("agent-home-")
+            .tempdir()
+            .unwrap();
         std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
         std::fs::create_dir_all(home.path().join(".aws")).unwrap();
         std::fs::write(home.path().join(".ssh/id_rsa"), SSH_SECRET).unwrap();
@@ -99,7 +104,10 @@ impl Secrets {
             format!("[default]\naws_secret_access_key = {AWS_SECRET}\n"),
         )
         .unwrap();
-        let outside = tempfile::Builder::new().prefix("agent-outside-").tempdir().unwrap();
+        let outside = tempfile::Builder::new()
+            .prefix("agent-outside-")
+            .tempdir()
+            .unwrap();
         Secrets { home, outside }
     }
 
@@ -150,7 +158,11 @@ echo work-done
 
 /// An agent with HOME set to the secrets' home (toolchains still come from PATH, with
 /// `CARGO_HOME` and `RUSTUP_HOME` naming the real ones, as a user's environment would).
-fn agent_with_home(env: &TestEnv, server: &ModelServer, secrets: &Secrets) -> std::process::Command {
+fn agent_with_home(
+    env: &TestEnv,
+    server: &ModelServer,
+    secrets: &Secrets,
+) -> std::process::Command {
     let real_home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()));
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -176,7 +188,11 @@ fn run_both(
     let server = ModelServer::start(vec![
         Reply::tools(vec![
             tool_use("b1", "bash", json!({"command": script, "timeout": 60})),
-            tool_use("g1", "background_run", json!({"command": script, "timeout": 60})),
+            tool_use(
+                "g1",
+                "background_run",
+                json!({"command": script, "timeout": 60}),
+            ),
         ]),
         Reply::text("started"),
         Reply::text("done"),
@@ -221,7 +237,10 @@ fn assert_all_refused(label: &str, output: &str, secrets: &Secrets) {
         );
     }
     for name in ["write-home", "write-outside"] {
-        assert!(!probe(output, name).contains("written"), "{label}: {name}: {output}");
+        assert!(
+            !probe(output, name).contains("written"),
+            "{label}: {name}: {output}"
+        );
     }
     for name in ["curl", "python", "devtcp"] {
         assert!(
@@ -231,7 +250,11 @@ fn assert_all_refused(label: &str, output: &str, secrets: &Secrets) {
     }
     assert_eq!(probe(output, "environ"), "0", "{label}: {output}");
     for planted in secrets.planted() {
-        assert!(!planted.exists(), "{label}: {} was written", planted.display());
+        assert!(
+            !planted.exists(),
+            "{label}: {} was written",
+            planted.display()
+        );
     }
 }
 
@@ -247,7 +270,11 @@ fn the_default_sandbox_refuses_secrets_writes_outside_and_the_network() {
     eprintln!("bash:\n{bash}\nbackground_run:\n{background}");
     assert_all_refused("bash", &bash, &secrets);
     assert_all_refused("background_run", &background, &secrets);
-    assert_eq!(loopback.connections(), 0, "a command reached the loopback server");
+    assert_eq!(
+        loopback.connections(),
+        0,
+        "a command reached the loopback server"
+    );
     // The result says the sandbox may be why commands failed.
     assert!(
         bash.contains("Permission denied") || bash.contains("Operation not permitted"),
@@ -283,7 +310,13 @@ fn ordinary_work_succeeds_in_the_default_sandbox() {
     let (bash, background, _) = run_both(&env, &secrets, &[], &ordinary_work());
     for (label, output) in [("bash", &bash), ("background_run", &background)] {
         for done in [
-            "cargo-ok", "built-ok", "python-ok", "git-ok", "mktemp-ok", "pipes-ok", "npm-ok",
+            "cargo-ok",
+            "built-ok",
+            "python-ok",
+            "git-ok",
+            "mktemp-ok",
+            "pipes-ok",
+            "npm-ok",
             "work-done",
         ] {
             assert!(output.contains(done), "{label}: no {done} in:\n{output}");
@@ -327,10 +360,22 @@ fn sandbox_off_really_gives_full_access() {
     );
     assert!(stderr.contains("the sandbox is off"), "{stderr}");
     for (label, output) in [("bash", &bash), ("background_run", &background)] {
-        assert!(probe(output, "ssh").contains(SSH_SECRET), "{label}: {output}");
-        assert!(probe(output, "aws").contains(AWS_SECRET), "{label}: {output}");
-        assert!(probe(output, "found").contains(SSH_SECRET), "{label}: {output}");
-        assert!(probe(output, "write-outside").contains("written"), "{label}: {output}");
+        assert!(
+            probe(output, "ssh").contains(SSH_SECRET),
+            "{label}: {output}"
+        );
+        assert!(
+            probe(output, "aws").contains(AWS_SECRET),
+            "{label}: {output}"
+        );
+        assert!(
+            probe(output, "found").contains(SSH_SECRET),
+            "{label}: {output}"
+        );
+        assert!(
+            probe(output, "write-outside").contains("written"),
+            "{label}: {output}"
+        );
         for name in ["curl", "python", "devtcp"] {
             assert!(
                 probe(output, name).contains(LOOPBACK_ANSWER),
@@ -365,15 +410,23 @@ fn network_opens_sockets_but_not_the_files() {
             );
         }
         for name in ["ssh", "aws", "found"] {
-            assert!(!probe(output, name).contains(SSH_SECRET), "{label}: {output}");
-            assert!(!probe(output, name).contains(AWS_SECRET), "{label}: {output}");
+            assert!(
+                !probe(output, name).contains(SSH_SECRET),
+                "{label}: {output}"
+            );
+            assert!(
+                !probe(output, name).contains(AWS_SECRET),
+                "{label}: {output}"
+            );
         }
     }
 }
 
 #[test]
 fn read_only_refuses_a_workspace_write_and_the_environment_and_config_choose_modes() {
-    if no_landlock("read_only_refuses_a_workspace_write_and_the_environment_and_config_choose_modes") {
+    if no_landlock(
+        "read_only_refuses_a_workspace_write_and_the_environment_and_config_choose_modes",
+    ) {
         return;
     }
     let script = "t=$(mktemp) && echo tmp-ok; echo data > made.txt && echo wrote; cat made.txt";
@@ -414,7 +467,8 @@ fn read_only_refuses_a_workspace_write_and_the_environment_and_config_choose_mod
 
 #[test]
 fn a_workspace_cannot_widen_its_own_sandbox_and_bad_settings_are_one_line_errors() {
-    if no_landlock("a_workspace_cannot_widen_its_own_sandbox_and_bad_settings_are_one_line_errors") {
+    if no_landlock("a_workspace_cannot_widen_its_own_sandbox_and_bad_settings_are_one_line_errors")
+    {
         return;
     }
     let env = TestEnv::new();
@@ -491,11 +545,9 @@ fn sandbox_check_reports_what_this_kernel_enforces() {
     let home = secrets.home.path().canonicalize().unwrap();
     let everything = report.to_string();
     assert!(
-        !modes[0]["read"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p.as_str().is_some_and(|p| Path::new(p) == home || home.starts_with(p) && p != "/")),
+        !modes[0]["read"].as_array().unwrap().iter().any(|p| p
+            .as_str()
+            .is_some_and(|p| Path::new(p) == home || home.starts_with(p) && p != "/")),
         "{everything}"
     );
 }
@@ -515,4 +567,36 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+#[test]
+fn the_mode_is_shown_in_help_and_the_repl_banner() {
+    let env = TestEnv::new();
+    let server = ModelServer::start(vec![]);
+    let mut help = agent(&env, &server);
+    help.arg("--help");
+    let out = run(help, Duration::from_secs(30));
+    out.assert_success();
+    assert!(out.stdout.contains("--sandbox <MODE>"), "{out}");
+    assert!(out.stdout.contains("workspace-write"), "{out}");
+    assert!(out.stdout.contains("--network"), "{out}");
+    // Without -p the REPL starts, shows its banner, and ends at the end of its input.
+    for (flags, shown) in [
+        (
+            &[][..],
+            "sandbox of bash and background tasks: workspace-write, network off",
+        ),
+        (
+            &["--sandbox", "read-only", "--network"][..],
+            "read-only, network on",
+        ),
+    ] {
+        let mut repl = agent(&env, &server);
+        repl.args(flags);
+        let out = run(repl, Duration::from_secs(30));
+        out.assert_success();
+        if landlock_abi() >= 1 {
+            assert!(out.stderr.contains(shown), "{out}");
+        }
+    }
 }

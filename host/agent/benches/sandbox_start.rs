@@ -40,12 +40,8 @@ fn main() {
     let settings = Settings::resolve(FlagSettings::default(), None, Environment::from_process())
         .expect("default settings");
     let built = Instant::now();
-    let policy = agent_host::sandbox::policy::build(
-        &settings,
-        workspace.path(),
-        &std::env::temp_dir(),
-        &[],
-    );
+    let policy =
+        agent_host::sandbox::policy::build(&settings, workspace.path(), &std::env::temp_dir(), &[]);
     let build_time = built.elapsed();
     let enforcing = Instant::now();
     let _ = agent_host::sandbox::Enforcement::prepare(&policy);

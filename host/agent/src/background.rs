@@ -158,15 +158,15 @@ impl BackgroundManager {
         } = launch;
         let sandbox = self.shared.config.sandbox.clone();
         let confinement = process::Confinement::Sandboxed(sandbox.clone());
-        let shell = match process::spawn_shell(&command, &self.shared.config.workspace, &confinement)
-        {
-            Ok(shell) => shell,
-            Err(e) => {
-                let note = TaskNote::LaunchFailed(e.to_string());
-                self.finish(key, TaskStatus::Failed, None, Some(note));
-                return;
-            }
-        };
+        let shell =
+            match process::spawn_shell(&command, &self.shared.config.workspace, &confinement) {
+                Ok(shell) => shell,
+                Err(e) => {
+                    let note = TaskNote::LaunchFailed(e.to_string());
+                    self.finish(key, TaskStatus::Failed, None, Some(note));
+                    return;
+                }
+            };
         let pgid = shell.pgid;
         self.state().started(key, pgid);
 

@@ -144,7 +144,9 @@ impl Config {
             .as_ref()
             .map(|d| (d.join("plugins"), Origin::User));
         let sandbox = sandbox_settings(cli, config_dir.as_deref())?;
-        let cache_root = cache_dir.as_ref().and_then(|d| d.parent().map(Path::to_path_buf));
+        let cache_root = cache_dir
+            .as_ref()
+            .and_then(|d| d.parent().map(Path::to_path_buf));
         let agent_dirs = [Some(state_dir.clone()), cache_root, config_dir]
             .into_iter()
             .flatten()
@@ -192,15 +194,13 @@ fn sandbox_settings(
 ) -> Result<crate::sandbox::Settings, ConfigError> {
     use clap::ValueEnum;
     let from_env = match (cli.sandbox, env("AGENT_SANDBOX")) {
-        (None, Some(value)) => Some(
-            crate::sandbox::Mode::from_str(value.trim(), false).map_err(|_| {
-                ConfigError::Invalid {
-                    name: "AGENT_SANDBOX",
-                    what: "one of workspace-write, read-only, off",
-                    value,
-                }
-            })?,
-        ),
+        (None, Some(value)) => Some(crate::sandbox::Mode::from_str(value.trim(), false).map_err(
+            |_| ConfigError::Invalid {
+                name: "AGENT_SANDBOX",
+                what: "one of workspace-write, read-only, off",
+                value,
+            },
+        )?),
         _ => None,
     };
     let flags = crate::sandbox::FlagSettings {

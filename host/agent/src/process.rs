@@ -338,8 +338,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_group_is_ended_whole() {
-        let shell =
-            spawn_shell("sleep 5 & sleep 5", Path::new("/"), &Confinement::Unsandboxed).unwrap();
+        let shell = spawn_shell(
+            "sleep 5 & sleep 5",
+            Path::new("/"),
+            &Confinement::Unsandboxed,
+        )
+        .unwrap();
         assert!(live_processes_in_group(shell.pgid) >= 1);
         terminate_group(shell.pgid, Duration::from_secs(1)).await;
         assert!(!group_alive(shell.pgid) || live_processes_in_group(shell.pgid) == 0);

@@ -107,7 +107,10 @@ pub async fn run(
         "agent in {} — type /help for commands, exit or Ctrl-D to quit",
         one_line(&config.workspace.display().to_string())
     );
-    eprintln!("sandbox of bash and background tasks: {}", sandbox.describe());
+    eprintln!(
+        "sandbox of bash and background tasks: {}",
+        sandbox.describe()
+    );
 
     let outcome = loop {
         let input = tokio::select! {

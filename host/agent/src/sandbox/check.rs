@@ -100,14 +100,22 @@ fn text(report: &Report) -> String {
     } else {
         "no Landlock".to_string()
     };
-    let seccomp = if s.seccomp { "seccomp filters" } else { "no seccomp" };
+    let seccomp = if s.seccomp {
+        "seccomp filters"
+    } else {
+        "no seccomp"
+    };
     let _ = writeln!(out, "this machine: {landlock}, {seccomp}");
     let _ = writeln!(
         out,
         "chosen: {} (from {}), network {}",
         report.chosen_mode.name(),
         report.mode_source,
-        if report.network { "on" } else { "off (only Unix sockets)" }
+        if report.network {
+            "on"
+        } else {
+            "off (only Unix sockets)"
+        }
     );
     for m in &report.modes {
         let _ = writeln!(out, "\n{}:", m.mode.name());
@@ -149,10 +157,18 @@ fn text(report: &Report) -> String {
             }
         }
         for left in &m.left_out {
-            let _ = writeln!(out, "  not granted: {} ({})", left.path.display(), left.reason);
+            let _ = writeln!(
+                out,
+                "  not granted: {} ({})",
+                left.path.display(),
+                left.reason
+            );
         }
     }
-    let _ = writeln!(out, "\noff: nothing is enforced; commands run with all your rights");
+    let _ = writeln!(
+        out,
+        "\noff: nothing is enforced; commands run with all your rights"
+    );
     for warning in &report.warnings {
         let _ = writeln!(out, "warning: {warning}");
     }
@@ -171,7 +187,10 @@ fn grouped(paths: &[PathBuf]) -> Vec<String> {
         if siblings >= GROUP_AT && parent != Path::new("/") {
             if !shown_groups.contains(&parent) {
                 shown_groups.push(parent);
-                lines.push(format!("{}/* ({siblings} entries, all but those not granted)", parent.display()));
+                lines.push(format!(
+                    "{}/* ({siblings} entries, all but those not granted)",
+                    parent.display()
+                ));
             }
         } else {
             lines.push(path.display().to_string());

@@ -235,6 +235,10 @@ mod tests {
         assert!(note.contains("network"), "{note}");
         assert!(sandbox.refusal_note(false, "Permission denied").is_none());
         assert!(sandbox.refusal_note(true, "error: no such file").is_none());
-        assert!(Sandbox::off().refusal_note(true, "Permission denied").is_none());
+        assert!(
+            Sandbox::off()
+                .refusal_note(true, "Permission denied")
+                .is_none()
+        );
     }
 }

@@ -56,8 +56,7 @@ pub struct Policy {
 
 /// System directories commands read.
 const SYSTEM_READ: &[&str] = &[
-    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/sys", "/opt",
-    "/etc",
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/sys", "/opt", "/etc",
 ];
 
 /// Device files commands use; read and write.
@@ -115,7 +114,12 @@ fn secret_like(name: &str) -> bool {
 
 /// Builds the policy of `settings.mode` for `workspace`, with `temp_dir` as the private
 /// temporary directory and `agent_dirs` (state, cache, config) kept out.
-pub fn build(settings: &Settings, workspace: &Path, temp_dir: &Path, agent_dirs: &[PathBuf]) -> Policy {
+pub fn build(
+    settings: &Settings,
+    workspace: &Path,
+    temp_dir: &Path,
+    agent_dirs: &[PathBuf],
+) -> Policy {
     let env = &settings.environment;
     let mut protected: Vec<PathBuf> = vec![PathBuf::from("/"), env.temp_root.clone()];
     if let Some(home) = &env.home {
@@ -137,7 +141,11 @@ pub fn build(settings: &Settings, workspace: &Path, temp_dir: &Path, agent_dirs:
     for dir in SYSTEM_READ {
         // Only /etc is searched for secrets (shadow, host keys, TLS private keys); the
         // others are large and hold none.
-        let depth = if *dir == "/etc" { SYSTEM_SECRET_DEPTH } else { 0 };
+        let depth = if *dir == "/etc" {
+            SYSTEM_SECRET_DEPTH
+        } else {
+            0
+        };
         builder.system(Path::new(dir), Access::Read, "system", depth);
     }
     for device in DEVICES {
@@ -358,7 +366,15 @@ mod tests {
     fn path_prefixes_are_granted_but_never_the_home_or_its_secrets() {
         let home = tempfile::tempdir().unwrap();
         let h = home.path();
-        for dir in [".pyenv/shims", ".pyenv/versions", ".cargo/bin", ".cargo/registry", ".local/bin", ".ssh", "bin"] {
+        for dir in [
+            ".pyenv/shims",
+            ".pyenv/versions",
+            ".cargo/bin",
+            ".cargo/registry",
+            ".local/bin",
+            ".ssh",
+            "bin",
+        ] {
             std::fs::create_dir_all(h.join(dir)).unwrap();
         }
         std::fs::write(h.join(".cargo/credentials.toml"), "token").unwrap();
@@ -376,9 +392,15 @@ mod tests {
             temp.path(),
             &[],
         );
-        assert_eq!(granted(&policy, &h.join(".pyenv/versions")), Some(Access::Read));
+        assert_eq!(
+            granted(&policy, &h.join(".pyenv/versions")),
+            Some(Access::Read)
+        );
         assert_eq!(granted(&policy, &h.join(".cargo/bin")), Some(Access::Read));
-        assert_eq!(granted(&policy, &h.join(".cargo/registry")), Some(Access::Write));
+        assert_eq!(
+            granted(&policy, &h.join(".cargo/registry")),
+            Some(Access::Write)
+        );
         assert_eq!(granted(&policy, &h.join(".cargo/credentials.toml")), None);
         // ~/.local would hold ~/.local/share; ~/bin's parent is the home itself.
         assert_eq!(granted(&policy, &h.join(".local/bin")), Some(Access::Read));
@@ -424,8 +446,16 @@ mod tests {
         s.read.push(tools.clone());
         let workspace = tempfile::tempdir().unwrap();
         let temp = tempfile::tempdir().unwrap();
-        let policy = build(&s, workspace.path(), temp.path(), std::slice::from_ref(&state));
+        let policy = build(
+            &s,
+            workspace.path(),
+            temp.path(),
+            std::slice::from_ref(&state),
+        );
         assert_eq!(granted(&policy, &state), None);
-        assert!(policy.left_out.iter().any(|l| l.path == tools), "{policy:?}");
+        assert!(
+            policy.left_out.iter().any(|l| l.path == tools),
+            "{policy:?}"
+        );
     }
 }

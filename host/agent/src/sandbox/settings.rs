@@ -42,7 +42,12 @@ pub const DEFAULT_TOOLCHAINS: &[&str] = &[
 ];
 
 /// Toolchain caches commands may write by default.
-pub const DEFAULT_CACHES: &[&str] = &["~/.cargo/registry", "~/.cargo/git", "~/.npm", "~/.cache/pip"];
+pub const DEFAULT_CACHES: &[&str] = &[
+    "~/.cargo/registry",
+    "~/.cargo/git",
+    "~/.npm",
+    "~/.cache/pip",
+];
 
 /// The settings of the sandbox for this run, before any path is looked at.
 #[derive(Debug, Clone)]
@@ -316,9 +321,12 @@ mod tests {
             "[other]\nx = 1\n[sandbox]\ntoolchains = [\"~/tools\"]\nwrite = [\"/var/cache/x\"]\n",
         )
         .unwrap();
-        let settings =
-            Settings::resolve(FlagSettings::default(), Some(&file), env_with_home(dir.path()))
-                .unwrap();
+        let settings = Settings::resolve(
+            FlagSettings::default(),
+            Some(&file),
+            env_with_home(dir.path()),
+        )
+        .unwrap();
         assert_eq!(settings.toolchains, vec![dir.path().join("tools")]);
         assert_eq!(settings.write, vec![PathBuf::from("/var/cache/x")]);
         assert_eq!(settings.caches.len(), DEFAULT_CACHES.len());
