@@ -337,6 +337,36 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn a_sandboxed_command_gets_its_temporary_directory_and_nothing_outside() {
+        use crate::sandbox::{Environment, FlagSettings, Sandbox, Settings};
+        let workspace = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let settings =
+            Settings::resolve(FlagSettings::default(), None, Environment::from_process()).unwrap();
+        let (sandbox, _temp) = Sandbox::new(&settings, workspace.path(), &[]).unwrap();
+        if let Some(error) = sandbox.unenforceable() {
+            eprintln!("SKIPPED: the sandbox cannot be enforced here: {error}");
+            return;
+        }
+        let temp = sandbox.temp_dir().unwrap().to_path_buf();
+        let command = format!(
+            "echo in > inside; echo out > {}/outside; test \"$TMPDIR\" = {} && echo > \"$TMPDIR/t\"",
+            outside.path().display(),
+            temp.display()
+        );
+        let mut shell = spawn_shell(
+            &command,
+            workspace.path(),
+            &Confinement::Sandboxed(sandbox.clone()),
+        )
+        .unwrap();
+        assert!(shell.child.wait().await.unwrap().success());
+        assert!(workspace.path().join("inside").exists());
+        assert!(!outside.path().join("outside").exists());
+        assert!(temp.join("t").exists());
+    }
+
+    #[tokio::test]
     async fn a_group_is_ended_whole() {
         let shell = spawn_shell(
             "sleep 5 & sleep 5",
