@@ -74,12 +74,13 @@ pub struct Cli {
     /// them read the system, the workspace and the toolchains on PATH and write the
     /// workspace, a private temporary directory and toolchain caches; read-only writes only
     /// the temporary directory; off runs them with all your rights. Also set by
-    /// AGENT_SANDBOX or `mode` in the [sandbox] table of the agent's config.toml.
+    /// AGENT_SANDBOX or `mode` in the [sandbox] table of ~/.config/agent/config.toml
+    /// ($AGENT_CONFIG_DIR/config.toml; never a file in the workspace).
     #[arg(long, value_enum, value_name = "MODE", global = true)]
     pub sandbox: Option<crate::sandbox::Mode>,
 
     /// Let bash and background tasks use the network (by default they get only Unix
-    /// sockets). Also `network = true` in the [sandbox] table of config.toml.
+    /// sockets). Also `network = true` in the [sandbox] table of the agent's config.toml.
     #[arg(long, global = true)]
     pub network: bool,
 
