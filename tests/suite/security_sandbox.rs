@@ -466,6 +466,53 @@ fn read_only_refuses_a_workspace_write_and_the_environment_and_config_choose_mod
 }
 
 #[test]
+fn the_users_config_can_add_paths_and_the_network() {
+    if no_landlock("the_users_config_can_add_paths_and_the_network") {
+        return;
+    }
+    let env = TestEnv::new();
+    let secrets = Secrets::new();
+    let loopback = Loopback::start();
+    let extra = tempfile::Builder::new()
+        .prefix("agent-extra-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(extra.path().join("notes"), "extra-readable").unwrap();
+    std::fs::write(
+        env.config.path().join("config.toml"),
+        format!(
+            "[sandbox]\nnetwork = true\nwrite = [{:?}]\nread = [\"~/.ssh\"]\n",
+            extra.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "cat notes && echo x > made && echo wrote; curl -s -m 5 http://127.0.0.1:{}/; echo; cat ~/.ssh/id_rsa",
+        loopback.port
+    );
+    let server = ModelServer::start(vec![
+        Reply::tools(vec![tool_use(
+            "b1",
+            "bash",
+            json!({"command": format!("cd {} && {script}", extra.path().display())}),
+        )]),
+        Reply::text("done"),
+    ]);
+    let mut cmd = agent_with_home(&env, &server, &secrets);
+    cmd.args(["-p", "x"]);
+    let out = run(cmd, Duration::from_secs(60));
+    out.assert_success();
+    let (_, result, _) = server.requests()[1].tool_results().remove(0);
+    assert!(
+        result.contains("extra-readable") && result.contains("wrote"),
+        "{result}"
+    );
+    assert!(result.contains(LOOPBACK_ANSWER), "{result}");
+    // ~/.ssh is protected: a configured grant of it is left out.
+    assert!(!result.contains(SSH_SECRET), "{result}");
+}
+
+#[test]
 fn a_workspace_cannot_widen_its_own_sandbox_and_bad_settings_are_one_line_errors() {
     if no_landlock("a_workspace_cannot_widen_its_own_sandbox_and_bad_settings_are_one_line_errors")
     {
