@@ -18,3 +18,4 @@ mod security_host;
 mod security_model_terminal;
 mod security_plugin_limits;
 mod security_plugin_trust;
+mod security_sandbox;

@@ -19,6 +19,7 @@ fn manager(max_running: usize, state: &std::path::Path) -> BackgroundManager {
         log_dir: state.to_path_buf(),
         max_running,
         max_tasks: usize::MAX,
+        sandbox: std::sync::Arc::new(agent_host::sandbox::Sandbox::off()),
     })
 }
 

@@ -58,12 +58,14 @@ fn setup(turns: Vec<Turn>, extra: Vec<Arc<dyn Tool>>) -> Setup {
         log_dir: dir.path().join("logs"),
         max_running: 4,
         max_tasks: 16,
+        sandbox: Arc::new(crate::sandbox::Sandbox::off()),
     });
     let native = NativeTools::new(
         NativeConfig {
             workspace,
             bash_timeout: Duration::from_secs(60),
             background_timeout: Duration::from_secs(60),
+            sandbox: Arc::new(crate::sandbox::Sandbox::off()),
         },
         background.clone(),
     );

@@ -10,10 +10,11 @@ use anyhow::{Context, Result};
 
 use crate::agent::{Agent, TurnEnd};
 use crate::background::{BackgroundConfig, BackgroundManager};
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, SandboxCommand};
 use crate::config::Config;
 use crate::model::anthropic::AnthropicClient;
 use crate::render::{Event, Renderer};
+use crate::sandbox::Sandbox;
 use crate::shutdown::{Outcome, shutdown_signal};
 use crate::status::StatusLine;
 use crate::tools::ToolRegistry;
@@ -39,6 +40,19 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             Outcome::CheckFailed
         });
     }
+    if let Some(Command::Sandbox(SandboxCommand::Check)) = &cli.command {
+        let ok = crate::sandbox::check::run(
+            &config.sandbox,
+            &config.workspace,
+            &config.agent_dirs,
+            config.output,
+        )?;
+        return Ok(if ok {
+            Outcome::Success
+        } else {
+            Outcome::CheckFailed
+        });
+    }
     // Before anything runs: a memory cap that cannot be enforced here refuses the run.
     crate::task_cgroup::configure(config.task_cgroups)?;
     // Check the key before the slower plugin loading, so a missing key fails at once.
@@ -46,23 +60,33 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         AnthropicClient::new(config.model.require_key()?).context("creating the HTTP client")?;
     let (plugins, plugin_problems) = crate::plugin_commands::catalog(&config).load().await?;
     crate::orphans::spawn_orphan_reaper();
+    // Declared before the shutdown guard, so the commands' temporary directory is removed
+    // only after their processes are ended.
+    let (sandbox, _sandbox_temp) =
+        Sandbox::new(&config.sandbox, &config.workspace, &config.agent_dirs)
+            .context("creating the commands' private temporary directory")?;
 
     let background = BackgroundManager::new(BackgroundConfig {
         workspace: config.workspace.clone(),
         log_dir: config.task_log_dir.clone(),
         max_running: config.max_background,
         max_tasks: config.max_tasks,
+        sandbox: sandbox.clone(),
     });
     let _guard = ShutdownGuard(background.clone());
     let renderer = Renderer::new(
         config.output,
         StatusLine::new(describe_tasks(background.clone())),
     );
+    for warning in sandbox.warnings() {
+        renderer.emit(Event::Warning(&warning));
+    }
     let native = NativeTools::new(
         NativeConfig {
             workspace: config.workspace.clone(),
             bash_timeout: config.bash_timeout,
             background_timeout: config.background_timeout,
+            sandbox: sandbox.clone(),
         },
         background.clone(),
     );
@@ -86,7 +110,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
                 () = shutdown_signal() => Ok(Outcome::Interrupted),
             }
         }
-        None => crate::repl::run(&mut agent, &background, renderer.clone(), &config).await,
+        None => {
+            crate::repl::run(&mut agent, &background, renderer.clone(), &config, &sandbox).await
+        }
     };
     background.shutdown().await;
     // Whatever no task's cgroup holds and left its group (`setsid daemon &`) was

@@ -49,6 +49,8 @@ pub struct BackgroundConfig {
     /// How many tasks one session may start in all; more are refused, so one model
     /// answer cannot start thousands of processes.
     pub max_tasks: usize,
+    /// The OS sandbox tasks run in.
+    pub sandbox: Arc<crate::sandbox::Sandbox>,
 }
 
 /// Errors a caller acts on.
@@ -157,18 +159,22 @@ impl BackgroundManager {
             output,
             kill,
         } = launch;
-        let shell = match process::spawn_shell(&command, &self.shared.config.workspace) {
-            Ok(shell) => shell,
-            Err(e) => {
-                let note = TaskNote::LaunchFailed(e.to_string());
-                self.finish(key, TaskStatus::Failed, None, Some(note));
-                return;
-            }
-        };
+        let sandbox = self.shared.config.sandbox.clone();
+        let confinement = process::Confinement::Sandboxed(sandbox.clone());
+        let shell =
+            match process::spawn_shell(&command, &self.shared.config.workspace, &confinement) {
+                Ok(shell) => shell,
+                Err(e) => {
+                    let note = TaskNote::LaunchFailed(e.to_string());
+                    self.finish(key, TaskStatus::Failed, None, Some(note));
+                    return;
+                }
+            };
         self.state().started(key, shell.processes.clone());
 
         let mut log = log;
         let mut log_ok = true;
+        let output_for_note = output.clone();
         let run = process::supervise(
             shell,
             timeout,
@@ -194,6 +200,13 @@ impl BackgroundManager {
             Ending::Exited if run.exit.is_some_and(ExitKind::success) => TaskStatus::Completed,
             Ending::Exited => TaskStatus::Failed,
         };
+        if status == TaskStatus::Failed {
+            // Said in the output the model gets (not the log, which is the command's own).
+            let mut output = output_for_note.lock().unwrap();
+            if let Some(note) = sandbox.refusal_note(true, &output.render()) {
+                output.push(format!("\n{note}\n").as_bytes());
+            }
+        }
         let mut note = None;
         if run.lingering > 0 {
             // A background task's processes end with it: a daemon it started must not
@@ -334,6 +347,7 @@ mod tests {
             log_dir: logs.to_path_buf(),
             max_running,
             max_tasks: 10,
+            sandbox: Arc::new(crate::sandbox::Sandbox::off()),
         })
     }
 

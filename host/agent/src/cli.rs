@@ -76,6 +76,20 @@ pub struct Cli {
     #[arg(long, default_value_t = 256, value_name = "MIB", global = true, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub plugin_memory: u64,
 
+    /// The OS sandbox of bash and background tasks: workspace-write (the default) lets
+    /// them read the system, the workspace and the toolchains on PATH and write the
+    /// workspace, a private temporary directory and toolchain caches; read-only writes only
+    /// the temporary directory; off runs them with all your rights. Also set by
+    /// AGENT_SANDBOX or `mode` in the [sandbox] table of ~/.config/agent/config.toml
+    /// ($AGENT_CONFIG_DIR/config.toml; never a file in the workspace).
+    #[arg(long, value_enum, value_name = "MODE", global = true)]
+    pub sandbox: Option<crate::sandbox::Mode>,
+
+    /// Let bash and background tasks use the network (by default they get only Unix
+    /// sockets). Also `network = true` in the [sandbox] table of the agent's config.toml.
+    #[arg(long, global = true)]
+    pub network: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -85,6 +99,16 @@ pub enum Command {
     /// Work with tool plugins.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// The OS sandbox of bash and background tasks.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Show what this machine supports and what each mode would enforce in this workspace;
+    /// exits non-zero if the chosen mode cannot be enforced.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]

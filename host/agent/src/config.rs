@@ -26,6 +26,8 @@ pub enum ConfigError {
     NoStateDir,
     #[error("the workspace {path} is not a directory you can use: {reason}")]
     Workspace { path: PathBuf, reason: String },
+    #[error("sandbox settings: {0}")]
+    Sandbox(#[from] crate::sandbox::SettingsError),
     #[error("{name} must be {what}, not {value:?}")]
     Invalid {
         name: &'static str,
@@ -63,6 +65,10 @@ pub struct Config {
     pub task_cgroups: crate::task_cgroup::CgroupSettings,
     /// Approvals of what workspace plugins' manifests ask beyond the workspace.
     pub trusted_plugins: PathBuf,
+    /// The OS sandbox of native commands.
+    pub sandbox: crate::sandbox::Settings,
+    /// The agent's own state, cache and config directories, which no command may reach.
+    pub agent_dirs: Vec<PathBuf>,
 }
 
 /// Model settings before the API key is required (plugin commands need no key).
@@ -150,8 +156,18 @@ impl Config {
         };
         let cache_dir =
             agent_dir("AGENT_CACHE_DIR", "XDG_CACHE_HOME", ".cache").map(|d| d.join("components"));
-        let user_plugins = agent_dir("AGENT_CONFIG_DIR", "XDG_CONFIG_HOME", ".config")
+        let config_dir = agent_dir("AGENT_CONFIG_DIR", "XDG_CONFIG_HOME", ".config");
+        let user_plugins = config_dir
+            .as_ref()
             .map(|d| (d.join("plugins"), Origin::User));
+        let sandbox = sandbox_settings(cli, config_dir.as_deref())?;
+        let cache_root = cache_dir
+            .as_ref()
+            .and_then(|d| d.parent().map(Path::to_path_buf));
+        let agent_dirs = [Some(state_dir.clone()), cache_root, config_dir]
+            .into_iter()
+            .flatten()
+            .collect();
         let plugin_dirs = user_plugins
             .into_iter()
             .chain([(workspace.join(".agent/plugins"), Origin::Workspace)])
@@ -182,8 +198,40 @@ impl Config {
                 memory_bytes: (cli.plugin_memory as usize) << 20,
                 ..PluginLimits::default()
             },
+            sandbox,
+            agent_dirs,
         })
     }
+}
+
+/// The sandbox settings: `--sandbox` > `AGENT_SANDBOX` > `config.toml` in the user's config
+/// directory (never the workspace's) > `workspace-write`.
+fn sandbox_settings(
+    cli: &Cli,
+    config_dir: Option<&Path>,
+) -> Result<crate::sandbox::Settings, ConfigError> {
+    use clap::ValueEnum;
+    let from_env = match (cli.sandbox, env("AGENT_SANDBOX")) {
+        (None, Some(value)) => Some(crate::sandbox::Mode::from_str(value.trim(), false).map_err(
+            |_| ConfigError::Invalid {
+                name: "AGENT_SANDBOX",
+                what: "one of workspace-write, read-only, off",
+                value,
+            },
+        )?),
+        _ => None,
+    };
+    let flags = crate::sandbox::FlagSettings {
+        mode: cli.sandbox.or(from_env),
+        mode_from_env: from_env.is_some(),
+        network: cli.network,
+    };
+    let file = config_dir.map(|d| d.join("config.toml"));
+    Ok(crate::sandbox::Settings::resolve(
+        flags,
+        file.as_deref(),
+        crate::sandbox::Environment::from_process(),
+    )?)
 }
 
 /// A model server gets the API key, so it is reached over https, or over plain http only

@@ -16,10 +16,11 @@
 //!   [`background_task`], its one state and the transitions on it [`background_state`];
 //!   [`task_text`] words a task for the model, the screen and the tools; [`task_commands`]
 //!   are the task operations the tools and the REPL share. [`process`] is the one place
-//!   processes are spawned and killed, [`task_processes`] holds everything one command
-//!   started (in a [`task_cgroup`] where the machine allows), [`orphans`] ends what they
-//!   leave behind and
-//!   [`host_secrets`] keeps them out of the agent's own memory; [`output`] bounds captured
+//!   processes are spawned and killed, [`sandbox`] confines them in the kernel (Landlock,
+//!   seccomp) to the workspace and the toolchains, [`task_processes`] holds everything one
+//!   command started (in a [`task_cgroup`] where the machine allows), [`orphans`] ends what
+//!   they leave behind and [`host_secrets`] keeps them out of the agent's own memory;
+//!   [`output`] bounds captured
 //!   output; [`tasklog`] pages through task logs; the runtime's `private_fs` keeps what
 //!   the agent stores private to the user.
 //! - [`render`] turns events into text or JSON lines: library code never prints;
@@ -42,6 +43,7 @@ pub mod plugin_commands;
 pub mod process;
 pub mod render;
 pub mod repl;
+pub mod sandbox;
 pub mod shutdown;
 pub mod status;
 pub mod task_cgroup;

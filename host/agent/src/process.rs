@@ -9,6 +9,9 @@
 //! they were written. [`supervise`] ends a command's processes politely (SIGTERM), then by
 //! force (SIGKILL) after a grace period.
 //!
+//! A command runs in the run's OS sandbox unless the call says otherwise
+//! ([`Confinement`]): the kernel rules are applied in the child before `exec` (see
+//! [`crate::sandbox`]), and `TMPDIR` points to the sandbox's private temporary directory.
 //! Commands run as the user, so each starts without `CAP_SYS_PTRACE` (see
 //! [`crate::host_secrets`]), and a group is only signalled while a process of it still
 //! descends from the agent (see [`crate::orphans`]), so a reused group id is never hit.
@@ -24,6 +27,7 @@ use nix::unistd::Pid;
 use tokio::io::AsyncRead;
 use tokio::process::{Child, Command};
 
+pub use crate::sandbox::Confinement;
 use crate::task_processes::TaskProcesses;
 
 /// How long a process group gets between SIGTERM and SIGKILL.
@@ -75,8 +79,21 @@ pub struct ShellProcess {
 /// The capability that lets a process read a non-dumpable process's `/proc` files.
 const CAP_SYS_PTRACE: libc::c_int = 19;
 
-/// Starts `bash -c command` in `cwd`, in a new process group, with stdin from /dev/null.
-pub fn spawn_shell(command: &str, cwd: &Path) -> std::io::Result<ShellProcess> {
+/// Starts `bash -c command` in `cwd`, in a new process group, with stdin from /dev/null,
+/// confined as `confinement` says. A sandbox the kernel cannot enforce refuses to start the
+/// command (an error that says so), never runs it unconfined.
+pub fn spawn_shell(
+    command: &str,
+    cwd: &Path,
+    confinement: &Confinement,
+) -> std::io::Result<ShellProcess> {
+    let sandbox = match confinement {
+        Confinement::Sandboxed(sandbox) => {
+            sandbox.ready()?;
+            Some(sandbox.clone())
+        }
+        Confinement::Unsandboxed => None,
+    };
     crate::orphans::become_subreaper();
     let (reader, writer) = std::io::pipe()?;
     let mut cmd = Command::new("bash");
@@ -94,15 +111,23 @@ pub fn spawn_shell(command: &str, cwd: &Path) -> std::io::Result<ShellProcess> {
         .stderr(writer)
         .process_group(0)
         .kill_on_drop(false);
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl,
-    // which is async-signal-safe.
+    let sandboxed = sandbox.is_some();
+    if let Some(temp) = sandbox.as_deref().and_then(|s| s.temp_dir()) {
+        cmd.env("TMPDIR", temp).env("TMP", temp).env("TEMP", temp);
+    }
+    // SAFETY: the closure runs in the forked child before exec and only makes raw system
+    // calls (prctl, landlock_restrict_self, seccomp), which is sound in the child of a
+    // multi-threaded process; everything they use was prepared in the parent.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             // Without CAP_SYS_PTRACE even a command running as root cannot read the
             // agent's environment or memory. Fails harmlessly for a user who never had
             // the capability (no CAP_SETPCAP).
             libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0);
-            Ok(())
+            match &sandbox {
+                Some(sandbox) => sandbox.apply_in_child(),
+                None => Ok(()),
+            }
         });
     }
     // After the environment is set: without a cgroup, this marks it.
@@ -110,7 +135,10 @@ pub fn spawn_shell(command: &str, cwd: &Path) -> std::io::Result<ShellProcess> {
     let mut shells = crate::orphans::SHELLS
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let child = cmd.spawn()?;
+    let child = cmd.spawn().map_err(|e| match sandboxed {
+        true => std::io::Error::new(e.kind(), format!("{e} (in the sandbox; nothing ran)")),
+        false => e,
+    })?;
     if let Some(pid) = child.id() {
         shells.insert(pid as i32);
     }
@@ -329,8 +357,43 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn a_sandboxed_command_gets_its_temporary_directory_and_nothing_outside() {
+        use crate::sandbox::{Environment, FlagSettings, Sandbox, Settings};
+        let workspace = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let settings =
+            Settings::resolve(FlagSettings::default(), None, Environment::from_process()).unwrap();
+        let (sandbox, _temp) = Sandbox::new(&settings, workspace.path(), &[]).unwrap();
+        if let Some(error) = sandbox.unenforceable() {
+            eprintln!("SKIPPED: the sandbox cannot be enforced here: {error}");
+            return;
+        }
+        let temp = sandbox.temp_dir().unwrap().to_path_buf();
+        let command = format!(
+            "echo in > inside; echo out > {}/outside; test \"$TMPDIR\" = {} && echo > \"$TMPDIR/t\"",
+            outside.path().display(),
+            temp.display()
+        );
+        let mut shell = spawn_shell(
+            &command,
+            workspace.path(),
+            &Confinement::Sandboxed(sandbox.clone()),
+        )
+        .unwrap();
+        assert!(shell.child.wait().await.unwrap().success());
+        assert!(workspace.path().join("inside").exists());
+        assert!(!outside.path().join("outside").exists());
+        assert!(temp.join("t").exists());
+    }
+
+    #[tokio::test]
     async fn a_group_is_ended_whole() {
-        let shell = spawn_shell("sleep 5 & sleep 5", Path::new("/")).unwrap();
+        let shell = spawn_shell(
+            "sleep 5 & sleep 5",
+            Path::new("/"),
+            &Confinement::Unsandboxed,
+        )
+        .unwrap();
         assert!(live_processes_in_group(shell.pgid) >= 1);
         terminate_group(shell.pgid, Duration::from_secs(1)).await;
         assert!(!group_alive(shell.pgid) || live_processes_in_group(shell.pgid) == 0);
@@ -341,6 +404,7 @@ mod tests {
         let shell = spawn_shell(
             "setsid sleep 31 > /dev/null 2>&1 < /dev/null & sleep 0.2",
             Path::new("/"),
+            &Confinement::Unsandboxed,
         )
         .unwrap();
         let run = supervise(

@@ -94,6 +94,7 @@ pub async fn run(
     background: &BackgroundManager,
     renderer: Renderer,
     config: &Config,
+    sandbox: &crate::sandbox::Sandbox,
 ) -> Result<Outcome> {
     if let Some(state_dir) = config.history_file.parent() {
         // Without the directory the history is simply not saved (rustyline keeps the
@@ -105,6 +106,10 @@ pub async fn run(
     eprintln!(
         "agent in {} — type /help for commands, exit or Ctrl-D to quit",
         one_line(&config.workspace.display().to_string())
+    );
+    eprintln!(
+        "sandbox of bash and background tasks: {}",
+        sandbox.describe()
     );
 
     let outcome = loop {

@@ -36,7 +36,8 @@ mod server;
 // Re-exports for the test modules; each uses a subset.
 #[allow(unused_imports)]
 pub use process::{
-    RunResult, Running, TestEnv, agent, cache_dir, one_shot, processes_with_marker, run, spawn,
+    RunResult, Running, TestEnv, agent, cache_dir, landlock_abi, one_shot, processes_with_marker,
+    run, spawn,
 };
 #[allow(unused_imports)]
 pub use protocol::check_request;

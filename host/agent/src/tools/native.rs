@@ -30,6 +30,8 @@ pub struct NativeConfig {
     pub workspace: PathBuf,
     pub bash_timeout: Duration,
     pub background_timeout: Duration,
+    /// The OS sandbox commands run in.
+    pub sandbox: Arc<crate::sandbox::Sandbox>,
 }
 
 /// The names of the native tools, which no plugin tool may take.
@@ -156,7 +158,8 @@ impl NativeTools {
     async fn bash(&self, input: CommandInput) -> Result<ToolOutput, String> {
         let timeout = self.timeout(input.timeout, self.config.bash_timeout);
         check_command(&input.command)?;
-        let shell = process::spawn_shell(&input.command, &self.config.workspace)
+        let confinement = process::Confinement::Sandboxed(self.config.sandbox.clone());
+        let shell = process::spawn_shell(&input.command, &self.config.workspace, &confinement)
             .map_err(|e| format!("could not start bash: {e}"))?;
         let output = Arc::new(Mutex::new(HeadTail::with_limit(BASH_OUTPUT_LIMIT)));
         let sink = output.clone();
@@ -190,6 +193,10 @@ impl NativeTools {
             }
             (_, Some(exit)) if !exit.success() => {
                 text.push_str(&format!("\n[{exit}]"));
+                if let Some(note) = self.config.sandbox.refusal_note(true, &text) {
+                    text.push('\n');
+                    text.push_str(&note);
+                }
                 Ok(ToolOutput::ok(text))
             }
             _ => Ok(ToolOutput::ok(text)),
@@ -366,11 +373,13 @@ mod tests {
             log_dir: dir.path().join("logs"),
             max_running: 1,
             max_tasks: 4,
+            sandbox: Arc::new(crate::sandbox::Sandbox::off()),
         });
         let config = NativeConfig {
             workspace: dir.path().to_path_buf(),
             bash_timeout: Duration::from_secs(7),
             background_timeout: Duration::from_secs(4242),
+            sandbox: Arc::new(crate::sandbox::Sandbox::off()),
         };
         let tools = NativeTools::new(config, background).into_tools();
         let names: Vec<&str> = tools.iter().map(|t| t.spec().name.as_str()).collect();
