@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agent_host::background::{BackgroundConfig, BackgroundManager, Notification};
+use agent_host::process::Confinement;
 
 fn manager(max_running: usize, state: &std::path::Path) -> BackgroundManager {
     BackgroundManager::new(BackgroundConfig {
@@ -31,7 +32,7 @@ async fn concurrent_sleeps(state: &std::path::Path) {
     let mut finished = manager.subscribe();
     let start = Instant::now();
     for _ in 0..200 {
-        manager.start("sleep 1", Duration::from_secs(30)).unwrap();
+        manager.start("sleep 1", Duration::from_secs(30), Confinement::Sandboxed).unwrap();
     }
     let spawned = start.elapsed();
     for _ in 0..200 {
@@ -52,7 +53,7 @@ async fn exit_to_notification_latency(state: &std::path::Path) {
     let mut samples = Vec::new();
     for _ in 0..200 {
         manager
-            .start("exec date +%s%N", Duration::from_secs(30))
+            .start("exec date +%s%N", Duration::from_secs(30), Confinement::Sandboxed)
             .unwrap();
         let n = next(&mut finished).await;
         let ready = SystemTime::now()
@@ -78,7 +79,7 @@ async fn big_output(state: &std::path::Path) {
     let mut finished = manager.subscribe();
     let start = Instant::now();
     manager
-        .start("head -c 1000000000 /dev/zero", Duration::from_secs(300))
+        .start("head -c 1000000000 /dev/zero", Duration::from_secs(300), Confinement::Sandboxed)
         .unwrap();
     let n = next(&mut finished).await;
     let took = start.elapsed();

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use crate::agent::{Agent, TurnEnd};
+use crate::approval::{ApprovalPolicy, Approvals};
 use crate::background::{BackgroundConfig, BackgroundManager};
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -56,6 +57,12 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         config.output,
         StatusLine::new(describe_tasks(background.clone())),
     );
+    let (approvals, questions) = Approvals::new(config.approval);
+    if config.approval == ApprovalPolicy::Always {
+        renderer.emit(Event::Warning(
+            "--approval always: every command the model asks to run outside the sandbox runs there without asking you",
+        ));
+    }
     let native = NativeTools::new(
         NativeConfig {
             workspace: config.workspace.clone(),
@@ -63,6 +70,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             background_timeout: config.background_timeout,
         },
         background.clone(),
+        Arc::new(approvals),
     );
     let (tools, problems) = ToolRegistry::with_plugins(native.into_tools(), &Arc::new(plugins));
     for problem in plugin_problems.iter().chain(&problems) {
@@ -84,7 +92,16 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
                 () = shutdown_signal() => Ok(Outcome::Interrupted),
             }
         }
-        None => crate::repl::run(&mut agent, &background, renderer.clone(), &config).await,
+        None => {
+            crate::repl::run(
+                &mut agent,
+                &background,
+                renderer.clone(),
+                &config,
+                questions,
+            )
+            .await
+        }
     };
     background.shutdown().await;
     // Whatever left its group (`setsid daemon &`) was re-parented to the agent: end it.

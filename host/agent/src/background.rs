@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
 
 use crate::background_state::{Killed, Launch, State};
-use crate::process::{self, Ending, ExitKind};
+use crate::process::{self, Confinement, Ending, ExitKind};
 use agent_plugin_runtime::private_fs;
 
 pub use crate::background_task::{Notification, TaskInfo, TaskNote, TaskStatus};
@@ -113,7 +113,12 @@ impl BackgroundManager {
 
     /// Starts `command` (or queues it when the concurrency limit is reached) and returns
     /// its id at once.
-    pub fn start(&self, command: &str, timeout: Duration) -> Result<String, BackgroundError> {
+    pub fn start(
+        &self,
+        command: &str,
+        timeout: Duration,
+        confinement: Confinement,
+    ) -> Result<String, BackgroundError> {
         let limit = self.shared.config.max_tasks;
         let key = self
             .state()
@@ -132,7 +137,9 @@ impl BackgroundManager {
                 path: log_path.clone(),
                 source,
             })?;
-        let launches = self.state().enqueue(key, command, timeout, log_path, log);
+        let launches = self
+            .state()
+            .enqueue(key, command, timeout, confinement, log_path, log);
         self.launch(launches);
         Ok(id)
     }
@@ -150,11 +157,13 @@ impl BackgroundManager {
             key,
             command,
             timeout,
+            confinement,
             log,
             output,
             kill,
         } = launch;
-        let shell = match process::spawn_shell(&command, &self.shared.config.workspace) {
+        let shell = match process::spawn_shell(&command, &self.shared.config.workspace, confinement)
+        {
             Ok(shell) => shell,
             Err(e) => {
                 let note = TaskNote::LaunchFailed(e.to_string());
@@ -328,7 +337,7 @@ mod tests {
         let mut finished = manager.subscribe();
         for word in ["one", "two", "three"] {
             manager
-                .start(&format!("echo {word}"), Duration::from_secs(30))
+                .start(&format!("echo {word}"), Duration::from_secs(30), Confinement::Sandboxed)
                 .unwrap();
         }
         assert_eq!(manager.kill("bg-2").unwrap(), TaskStatus::Queued);
@@ -361,9 +370,9 @@ mod tests {
             max_tasks: 1,
             ..manager(1, logs.path()).shared.config.clone()
         });
-        manager.start("true", Duration::from_secs(30)).unwrap();
+        manager.start("true", Duration::from_secs(30), Confinement::Sandboxed).unwrap();
         assert!(matches!(
-            manager.start("true", Duration::from_secs(30)),
+            manager.start("true", Duration::from_secs(30), Confinement::Sandboxed),
             Err(BackgroundError::TooManyTasks { limit: 1 })
         ));
     }

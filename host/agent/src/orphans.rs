@@ -214,7 +214,7 @@ mod tests {
             !ProcessTable::read().group_is_ours(1),
             "init's group is somebody else's, as a reused id would be"
         );
-        let shell = spawn_shell("sleep 5", Path::new("/")).unwrap();
+        let shell = spawn_shell("sleep 5", Path::new("/"), crate::process::Confinement::Sandboxed).unwrap();
         assert!(ProcessTable::read().group_is_ours(shell.pgid));
         terminate_group(shell.pgid, Duration::from_secs(1)).await;
     }

@@ -64,11 +64,25 @@ pub struct ShellProcess {
     pub output: Box<dyn AsyncRead + Send + Unpin>,
 }
 
+/// Whether one command runs inside the run's sandbox or, approved by the user (see
+/// [`crate::approval`]), outside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confinement {
+    Sandboxed,
+    Unsandboxed,
+}
+
 /// The capability that lets a process read a non-dumpable process's `/proc` files.
 const CAP_SYS_PTRACE: libc::c_int = 19;
 
 /// Starts `bash -c command` in `cwd`, in a new process group, with stdin from /dev/null.
-pub fn spawn_shell(command: &str, cwd: &Path) -> std::io::Result<ShellProcess> {
+pub fn spawn_shell(
+    command: &str,
+    cwd: &Path,
+    confinement: Confinement,
+) -> std::io::Result<ShellProcess> {
+    // The sandbox itself is not in this branch yet: every command runs as before.
+    let _ = confinement;
     crate::orphans::become_subreaper();
     let (reader, writer) = std::io::pipe()?;
     let mut cmd = Command::new("bash");

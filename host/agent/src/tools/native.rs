@@ -2,7 +2,9 @@
 //!
 //! These are the only tools that start processes, all through [`crate::process`], under one
 //! policy: workspace as working directory, a clean environment, stdin from /dev/null, a
-//! process group per command, a time limit that ends the whole group.
+//! process group per command, a time limit that ends the whole group. A command runs in the
+//! sandbox unless the model asks otherwise (`sandbox: "off"` with a reason) and
+//! [`crate::approval`] allows it.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,9 +14,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Tool, ToolContext, ToolError, ToolFuture, ToolHints, ToolOutput, ToolSpec};
+use crate::approval::{Approvals, Escalation, Verdict};
 use crate::background::BackgroundManager;
 use crate::output::HeadTail;
-use crate::process::{self, Ending};
+use crate::process::{self, Confinement, Ending};
 use crate::task_commands;
 use crate::tasklog::{self, Page};
 
@@ -43,12 +46,23 @@ pub const NAMES: [&str; 4] = [
 pub struct NativeTools {
     config: NativeConfig,
     background: BackgroundManager,
+    approvals: Arc<Approvals>,
 }
 
 #[derive(Deserialize)]
 struct CommandInput {
     command: String,
     timeout: Option<f64>,
+    /// `Some` when the model asks to run the command outside the sandbox.
+    sandbox: Option<SandboxRequest>,
+    reason: Option<String>,
+}
+
+/// What the model may ask of the sandbox for one command (the schema's `enum`).
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum SandboxRequest {
+    Off,
 }
 
 #[derive(Deserialize)]
@@ -68,8 +82,16 @@ struct CheckInput {
 const DEFAULT_PAGE_LINES: usize = 200;
 
 impl NativeTools {
-    pub fn new(config: NativeConfig, background: BackgroundManager) -> NativeTools {
-        NativeTools { config, background }
+    pub fn new(
+        config: NativeConfig,
+        background: BackgroundManager,
+        approvals: Arc<Approvals>,
+    ) -> NativeTools {
+        NativeTools {
+            config,
+            background,
+            approvals,
+        }
     }
 
     /// The native tools, one adapter each, in the order of [`NAMES`].
@@ -99,6 +121,15 @@ impl NativeTools {
                         "exclusiveMinimum": 0,
                         "maximum": MAX_TIMEOUT_SECS,
                         "description": format!("Time limit in seconds (default {default}); the command's whole process group is ended when it runs out")
+                    },
+                    "sandbox": {
+                        "type": "string",
+                        "enum": ["off"],
+                        "description": "Ask to run this command outside the sandbox, with the user's full access to files and the network. Needs the user's approval and a reason; ask only after the command failed because the sandbox refused something it really needs"
+                    },
+                    "reason": {
+                        "type": "string",
+                        "description": "With sandbox: \"off\": why the command needs to run outside the sandbox; shown to the user who decides"
                     }
                 },
                 "required": ["command"]
@@ -152,10 +183,42 @@ impl NativeTools {
             .unwrap_or(default)
     }
 
+    /// Where a command runs: in the sandbox, or outside it if the model asked and the
+    /// approvals allow it (then with the note its result gets). A refusal is the result.
+    async fn confinement(
+        &self,
+        tool: &'static str,
+        input: &CommandInput,
+    ) -> Result<Result<(Confinement, Option<&'static str>), ToolOutput>, String> {
+        let Some(SandboxRequest::Off) = input.sandbox else {
+            return Ok(Ok((Confinement::Sandboxed, None)));
+        };
+        let reason = input.reason.as_deref().map(str::trim).unwrap_or_default();
+        if reason.is_empty() {
+            return Err(
+                "a command asking for sandbox: \"off\" needs a reason (say what the sandbox refused and why the command needs it)"
+                    .to_string(),
+            );
+        }
+        let escalation = Escalation {
+            tool,
+            command: input.command.clone(),
+            reason: reason.to_string(),
+        };
+        Ok(match self.approvals.decide(escalation).await {
+            Verdict::Approved(grounds) => Ok((Confinement::Unsandboxed, Some(grounds.note()))),
+            Verdict::Refused(text) => Err(ToolOutput::error(text)),
+        })
+    }
+
     async fn bash(&self, input: CommandInput) -> Result<ToolOutput, String> {
         let timeout = self.timeout(input.timeout, self.config.bash_timeout);
         check_command(&input.command)?;
-        let shell = process::spawn_shell(&input.command, &self.config.workspace)
+        let (confinement, note) = match self.confinement("bash", &input).await? {
+            Ok(allowed) => allowed,
+            Err(refusal) => return Ok(refusal),
+        };
+        let shell = process::spawn_shell(&input.command, &self.config.workspace, confinement)
             .map_err(|e| format!("could not start bash: {e}"))?;
         let pgid = shell.pgid;
         let output = Arc::new(Mutex::new(HeadTail::with_limit(BASH_OUTPUT_LIMIT)));
@@ -167,6 +230,10 @@ impl NativeTools {
         let mut text = output.lock().unwrap().render().trim_end().to_string();
         if text.is_empty() {
             text.push_str("(no output)");
+        }
+        if let Some(note) = note {
+            text.push('\n');
+            text.push_str(note);
         }
         if run.lingering > 0 {
             self.background.adopt_group(pgid);
@@ -191,12 +258,20 @@ impl NativeTools {
         }
     }
 
-    fn background_run(&self, input: CommandInput) -> Result<ToolOutput, String> {
+    async fn background_run(&self, input: CommandInput) -> Result<ToolOutput, String> {
         let timeout = self.timeout(input.timeout, self.config.background_timeout);
         check_command(&input.command)?;
-        task_commands::start(&self.background, &input.command, timeout)
-            .map(ToolOutput::ok)
-            .map_err(|e| e.to_string())
+        let (confinement, note) = match self.confinement("background_run", &input).await? {
+            Ok(allowed) => allowed,
+            Err(refusal) => return Ok(refusal),
+        };
+        let mut text = task_commands::start(&self.background, &input.command, timeout, confinement)
+            .map_err(|e| e.to_string())?;
+        if let Some(note) = note {
+            text.push('\n');
+            text.push_str(note);
+        }
+        Ok(ToolOutput::ok(text))
     }
 
     async fn check_background(&self, input: CheckInput) -> Result<ToolOutput, String> {
@@ -260,6 +335,7 @@ impl Tool for BackgroundRun {
         Box::pin(async move {
             self.1
                 .background_run(parse(input)?)
+                .await
                 .map_err(ToolError::Failed)
         })
     }
@@ -367,7 +443,8 @@ mod tests {
             bash_timeout: Duration::from_secs(7),
             background_timeout: Duration::from_secs(4242),
         };
-        let tools = NativeTools::new(config, background).into_tools();
+        let (approvals, _) = Approvals::new(crate::approval::ApprovalPolicy::Never);
+        let tools = NativeTools::new(config, background, Arc::new(approvals)).into_tools();
         let names: Vec<&str> = tools.iter().map(|t| t.spec().name.as_str()).collect();
         assert_eq!(names, NAMES);
         let timeout_text = |i: usize| {
