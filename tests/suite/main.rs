@@ -4,6 +4,7 @@
 
 mod support;
 
+mod approvals;
 mod background;
 mod background_control;
 mod file_tools;

@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agent_host::background::{BackgroundConfig, BackgroundManager, Notification};
+use agent_host::process::Confinement;
 
 fn manager(max_running: usize, state: &std::path::Path) -> BackgroundManager {
     BackgroundManager::new(BackgroundConfig {
@@ -32,7 +33,9 @@ async fn concurrent_sleeps(state: &std::path::Path) {
     let mut finished = manager.subscribe();
     let start = Instant::now();
     for _ in 0..200 {
-        manager.start("sleep 1", Duration::from_secs(30)).unwrap();
+        manager
+            .start("sleep 1", Duration::from_secs(30), Confinement::Unsandboxed)
+            .unwrap();
     }
     let spawned = start.elapsed();
     for _ in 0..200 {
@@ -53,7 +56,11 @@ async fn exit_to_notification_latency(state: &std::path::Path) {
     let mut samples = Vec::new();
     for _ in 0..200 {
         manager
-            .start("exec date +%s%N", Duration::from_secs(30))
+            .start(
+                "exec date +%s%N",
+                Duration::from_secs(30),
+                Confinement::Unsandboxed,
+            )
             .unwrap();
         let n = next(&mut finished).await;
         let ready = SystemTime::now()
@@ -79,7 +86,11 @@ async fn big_output(state: &std::path::Path) {
     let mut finished = manager.subscribe();
     let start = Instant::now();
     manager
-        .start("head -c 1000000000 /dev/zero", Duration::from_secs(300))
+        .start(
+            "head -c 1000000000 /dev/zero",
+            Duration::from_secs(300),
+            Confinement::Unsandboxed,
+        )
         .unwrap();
     let n = next(&mut finished).await;
     let took = start.elapsed();

@@ -11,6 +11,7 @@ use tokio::time::timeout;
 
 use super::scripted::{Scripted, Turn, answer, call, done, text, tools};
 use super::{Agent, TurnEnd, TurnError};
+use crate::approval::{ApprovalPolicy, Approvals};
 use crate::background::{BackgroundConfig, BackgroundManager};
 use crate::model::{ContentBlock, Message, Role, StopReason, ToolInput};
 use crate::render::{OutputFormat, Renderer};
@@ -68,6 +69,7 @@ fn setup(turns: Vec<Turn>, extra: Vec<Arc<dyn Tool>>) -> Setup {
             sandbox: Arc::new(crate::sandbox::Sandbox::off()),
         },
         background.clone(),
+        Arc::new(Approvals::new(ApprovalPolicy::Never).0),
     );
     let mut registry = ToolRegistry::new();
     assert!(

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use crate::agent::{Agent, TurnEnd};
+use crate::approval::{ApprovalPolicy, Approvals};
 use crate::background::{BackgroundConfig, BackgroundManager};
 use crate::cli::{Cli, Command, SandboxCommand};
 use crate::config::Config;
@@ -81,6 +82,12 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     for warning in sandbox.warnings() {
         renderer.emit(Event::Warning(&warning));
     }
+    let (approvals, questions) = Approvals::new(config.approval);
+    if config.approval == ApprovalPolicy::Always {
+        renderer.emit(Event::Warning(
+            "--approval always: every command the model asks to run outside the sandbox runs there without asking you",
+        ));
+    }
     let native = NativeTools::new(
         NativeConfig {
             workspace: config.workspace.clone(),
@@ -89,6 +96,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             sandbox: sandbox.clone(),
         },
         background.clone(),
+        Arc::new(approvals),
     );
     let (tools, problems) = ToolRegistry::with_plugins(native.into_tools(), &Arc::new(plugins));
     for problem in plugin_problems.iter().chain(&problems) {
@@ -111,7 +119,15 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             }
         }
         None => {
-            crate::repl::run(&mut agent, &background, renderer.clone(), &config, &sandbox).await
+            crate::repl::run(
+                &mut agent,
+                &background,
+                renderer.clone(),
+                &config,
+                &sandbox,
+                questions,
+            )
+            .await
         }
     };
     background.shutdown().await;

@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
 
 use crate::background_state::{Killed, Launch, State};
-use crate::process::{self, Ending, ExitKind};
+use crate::process::{self, Confinement, Ending, ExitKind};
 use crate::task_processes::TaskProcesses;
 use agent_plugin_runtime::private_fs;
 
@@ -118,7 +118,12 @@ impl BackgroundManager {
 
     /// Starts `command` (or queues it when the concurrency limit is reached) and returns
     /// its id at once.
-    pub fn start(&self, command: &str, timeout: Duration) -> Result<String, BackgroundError> {
+    pub fn start(
+        &self,
+        command: &str,
+        timeout: Duration,
+        confinement: Confinement,
+    ) -> Result<String, BackgroundError> {
         let limit = self.shared.config.max_tasks;
         let key = self
             .state()
@@ -137,7 +142,9 @@ impl BackgroundManager {
                 path: log_path.clone(),
                 source,
             })?;
-        let launches = self.state().enqueue(key, command, timeout, log_path, log);
+        let launches = self
+            .state()
+            .enqueue(key, command, timeout, confinement, log_path, log);
         self.launch(launches);
         Ok(id)
     }
@@ -155,12 +162,16 @@ impl BackgroundManager {
             key,
             command,
             timeout,
+            confinement,
             log,
             output,
             kill,
         } = launch;
-        let sandbox = self.shared.config.sandbox.clone();
-        let confinement = process::Confinement::Sandboxed(sandbox.clone());
+        // Only a sandboxed command's failure may be the sandbox's doing.
+        let sandbox = match &confinement {
+            Confinement::Sandboxed(sandbox) => Some(sandbox.clone()),
+            Confinement::Unsandboxed => None,
+        };
         let shell =
             match process::spawn_shell(&command, &self.shared.config.workspace, &confinement) {
                 Ok(shell) => shell,
@@ -203,7 +214,10 @@ impl BackgroundManager {
         if status == TaskStatus::Failed {
             // Said in the output the model gets (not the log, which is the command's own).
             let mut output = output_for_note.lock().unwrap();
-            if let Some(note) = sandbox.refusal_note(true, &output.render()) {
+            if let Some(note) = sandbox
+                .as_ref()
+                .and_then(|sandbox| sandbox.refusal_note(true, &output.render()))
+            {
                 output.push(format!("\n{note}\n").as_bytes());
             }
         }
@@ -358,7 +372,11 @@ mod tests {
         let mut finished = manager.subscribe();
         for word in ["one", "two", "three"] {
             manager
-                .start(&format!("echo {word}"), Duration::from_secs(30))
+                .start(
+                    &format!("echo {word}"),
+                    Duration::from_secs(30),
+                    Confinement::Unsandboxed,
+                )
                 .unwrap();
         }
         assert_eq!(manager.kill("bg-2").unwrap(), TaskStatus::Queued);
@@ -391,9 +409,11 @@ mod tests {
             max_tasks: 1,
             ..manager(1, logs.path()).shared.config.clone()
         });
-        manager.start("true", Duration::from_secs(30)).unwrap();
+        manager
+            .start("true", Duration::from_secs(30), Confinement::Unsandboxed)
+            .unwrap();
         assert!(matches!(
-            manager.start("true", Duration::from_secs(30)),
+            manager.start("true", Duration::from_secs(30), Confinement::Unsandboxed),
             Err(BackgroundError::TooManyTasks { limit: 1 })
         ));
     }

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::background_task::{Notification, TaskInfo, TaskNote, TaskStatus, task_id, task_key};
 use crate::output::HeadTail;
-use crate::process::ExitKind;
+use crate::process::{Confinement, ExitKind};
 use crate::task_processes::TaskProcesses;
 
 /// Output kept in memory per task for `check_background`.
@@ -53,6 +53,8 @@ impl TaskOutput {
 
 struct Task {
     command: String,
+    /// Inside the sandbox, or (approved) outside it.
+    confinement: Confinement,
     status: TaskStatus,
     exit: Option<ExitKind>,
     created: Instant,
@@ -77,6 +79,7 @@ pub struct Launch {
     pub key: u64,
     pub command: String,
     pub timeout: Duration,
+    pub confinement: Confinement,
     pub log: std::fs::File,
     pub output: Arc<Mutex<HeadTail>>,
     pub kill: oneshot::Receiver<()>,
@@ -141,11 +144,13 @@ impl State {
         key: u64,
         command: &str,
         timeout: Duration,
+        confinement: Confinement,
         log_path: PathBuf,
         log: std::fs::File,
     ) -> Vec<Launch> {
         let task = Task {
             command: command.to_string(),
+            confinement,
             status: TaskStatus::Queued,
             exit: None,
             created: Instant::now(),
@@ -193,6 +198,7 @@ impl State {
                 key,
                 command: task.command.clone(),
                 timeout: task.timeout,
+                confinement: task.confinement.clone(),
                 log,
                 output: output.clone(),
                 kill: kill_rx,
@@ -383,7 +389,14 @@ mod tests {
 
     fn start(state: &mut State, command: &str) -> (u64, Vec<Launch>) {
         let key = state.reserve_key().unwrap();
-        let launches = state.enqueue(key, command, Duration::from_secs(9), "x.log".into(), log());
+        let launches = state.enqueue(
+            key,
+            command,
+            Duration::from_secs(9),
+            Confinement::Unsandboxed,
+            "x.log".into(),
+            log(),
+        );
         (key, launches)
     }
 

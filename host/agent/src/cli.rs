@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::approval::ApprovalPolicy;
 use crate::render::OutputFormat;
 
 /// A coding agent whose file tools run as sandboxed WebAssembly components.
@@ -62,6 +63,13 @@ pub struct Cli {
     /// where it cannot make one. No limit by default.
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     pub task_memory: Option<u64>,
+
+    /// Who decides when the model asks to run a command outside the sandbox (`sandbox:
+    /// "off"` with a reason): `ask` the user (the REPL's default), `never` (the default
+    /// with -p: the model is told it was refused) or `always` (runs every such command
+    /// without asking).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub approval: Option<ApprovalPolicy>,
 
     /// Also load this plugin component (repeatable). Its grants come from NAME.toml
     /// beside it; without one it gets no files, environment or network.

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::approval::ApprovalPolicy;
 use crate::cli::Cli;
 use crate::model::anthropic::{AnthropicConfig, DEFAULT_BASE_URL, DEFAULT_IDLE_TIMEOUT};
 use crate::render::OutputFormat;
@@ -44,6 +45,8 @@ pub struct Config {
     pub output: OutputFormat,
     pub bash_timeout: Duration,
     pub background_timeout: Duration,
+    /// Who decides when a command asks to run outside the sandbox.
+    pub approval: ApprovalPolicy,
     pub max_background: usize,
     /// Background tasks one session may start in all.
     pub max_tasks: usize,
@@ -183,6 +186,7 @@ impl Config {
             output: cli.output,
             bash_timeout: Duration::from_secs(cli.bash_timeout),
             background_timeout: Duration::from_secs(cli.background_timeout),
+            approval: approval_policy(cli)?,
             max_background: usize::try_from(cli.max_background).unwrap_or(usize::MAX),
             max_tasks: usize::try_from(cli.max_tasks).unwrap_or(usize::MAX),
             task_log_dir: state_dir.join("tasks").join(&run_id),
@@ -232,6 +236,21 @@ fn sandbox_settings(
         file.as_deref(),
         crate::sandbox::Environment::from_process(),
     )?)
+}
+
+/// `--approval`, or its default: ask in the REPL; never in one-shot mode, where nobody can
+/// be asked.
+fn approval_policy(cli: &Cli) -> Result<ApprovalPolicy, ConfigError> {
+    match (cli.approval, cli.prompt.is_some()) {
+        (Some(ApprovalPolicy::Ask), true) => Err(ConfigError::Invalid {
+            name: "--approval",
+            what: "never or always with -p, where nobody can be asked",
+            value: "ask".to_string(),
+        }),
+        (Some(policy), _) => Ok(policy),
+        (None, true) => Ok(ApprovalPolicy::Never),
+        (None, false) => Ok(ApprovalPolicy::Ask),
+    }
 }
 
 /// A model server gets the API key, so it is reached over https, or over plain http only

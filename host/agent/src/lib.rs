@@ -8,7 +8,9 @@
 //!   how either ends.
 //! - [`agent`] is the loop: it owns the conversation, calls the [`model`], runs tools through
 //!   the [`tools`] registry, and injects finished background tasks before each model call.
-//! - [`tools`] maps names to native tools (`bash`, background tasks) or plugin tools.
+//! - [`tools`] maps names to native tools (`bash`, background tasks) or plugin tools;
+//!   [`approval`] decides whether a command may run outside the sandbox (asking the user
+//!   through the REPL).
 //! - [`agent_plugin_runtime`] (its own crate, which knows nothing of the agent) runs WASI
 //!   components in wasmtime, one sandboxed, bounded instance per call;
 //!   [`plugin_commands`] decides which plugins load and runs `agent plugins ...`.
@@ -29,6 +31,7 @@
 
 pub mod agent;
 pub mod app;
+pub mod approval;
 pub mod background;
 pub mod background_state;
 pub mod background_task;

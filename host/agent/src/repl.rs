@@ -10,9 +10,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use rustyline::error::ReadlineError;
 use rustyline::{DefaultEditor, ExternalPrinter};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::agent::Agent;
+use crate::agent::{Agent, TurnEnd, TurnError};
+use crate::approval::{self, Answer, Escalation, Question};
 use crate::background::BackgroundManager;
 use crate::config::Config;
 use crate::render::{Event, OutputFormat, Renderer};
@@ -35,21 +36,30 @@ enum Input {
     Eof,
 }
 
+/// What a line is read for.
+#[derive(Clone, Copy)]
+enum Ask {
+    /// The next request for the agent (kept in the history).
+    Request,
+    /// The answer to an approval question (not kept).
+    Approval,
+}
+
 /// The line editor on its own thread: each request gets one line back.
 struct LineReader {
-    requests: std::sync::mpsc::Sender<oneshot::Sender<Input>>,
+    requests: std::sync::mpsc::Sender<(Ask, oneshot::Sender<Input>)>,
 }
 
 impl LineReader {
     fn start(history: PathBuf) -> (LineReader, Option<Box<dyn ExternalPrinter + Send>>) {
-        let (requests, incoming) = std::sync::mpsc::channel::<oneshot::Sender<Input>>();
+        let (requests, incoming) = std::sync::mpsc::channel::<(Ask, oneshot::Sender<Input>)>();
         let (printer_tx, printer_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("line-editor".into())
             .spawn(move || {
                 let Ok(mut editor) = DefaultEditor::new() else {
                     let _ = printer_tx.send(None);
-                    for reply in incoming {
+                    for (_, reply) in incoming {
                         let _ = reply.send(Input::Eof);
                     }
                     return;
@@ -60,10 +70,14 @@ impl LineReader {
                     .map(|p| Box::new(p) as Box<dyn ExternalPrinter + Send>);
                 let _ = printer_tx.send(printer);
                 let _ = editor.load_history(&history);
-                for reply in incoming {
-                    let input = match editor.readline("agent> ") {
+                for (ask, reply) in incoming {
+                    let prompt = match ask {
+                        Ask::Request => "agent> ",
+                        Ask::Approval => "allow? [o]nce / [s]ession / [d]eny> ",
+                    };
+                    let input = match editor.readline(prompt) {
                         Ok(line) => {
-                            if !line.trim().is_empty() {
+                            if matches!(ask, Ask::Request) && !line.trim().is_empty() {
                                 let _ = editor.add_history_entry(line.as_str());
                                 let _ = editor.save_history(&history);
                             }
@@ -80,9 +94,9 @@ impl LineReader {
         (LineReader { requests }, printer)
     }
 
-    async fn read(&self) -> Input {
+    async fn read(&self, ask: Ask) -> Input {
         let (reply, answer) = oneshot::channel();
-        if self.requests.send(reply).is_err() {
+        if self.requests.send((ask, reply)).is_err() {
             return Input::Eof;
         }
         answer.await.unwrap_or(Input::Eof)
@@ -95,6 +109,7 @@ pub async fn run(
     renderer: Renderer,
     config: &Config,
     sandbox: &crate::sandbox::Sandbox,
+    mut questions: Option<mpsc::Receiver<Question>>,
 ) -> Result<Outcome> {
     if let Some(state_dir) = config.history_file.parent() {
         // Without the directory the history is simply not saved (rustyline keeps the
@@ -114,7 +129,7 @@ pub async fn run(
 
     let outcome = loop {
         let input = tokio::select! {
-            input = reader.read() => input,
+            input = reader.read(Ask::Request) => input,
             () = shutdown_signal() => break Outcome::Interrupted,
         };
         let line = match input {
@@ -147,10 +162,8 @@ pub async fn run(
                 eprintln!("unknown command {}; type /help", one_line(line))
             }
             prompt => {
-                let finished = tokio::select! {
-                    result = agent.run_turn(Some(prompt)) => Some(result),
-                    () = shutdown_signal() => None,
-                };
+                let finished =
+                    run_turn_answering(agent, prompt, &reader, &renderer, &mut questions).await;
                 match finished {
                     Some(Ok(_)) => {}
                     Some(Err(e)) => renderer.emit(Event::Warning(&format!(
@@ -166,6 +179,66 @@ pub async fn run(
     };
     announcer.abort();
     Ok(outcome)
+}
+
+/// Runs one turn to its end, putting the approval questions it raises to the user; `None`
+/// when a signal interrupted it.
+async fn run_turn_answering(
+    agent: &mut Agent,
+    prompt: &str,
+    reader: &LineReader,
+    renderer: &Renderer,
+    questions: &mut Option<mpsc::Receiver<Question>>,
+) -> Option<Result<TurnEnd, TurnError>> {
+    let turn = agent.run_turn(Some(prompt));
+    tokio::pin!(turn);
+    loop {
+        tokio::select! {
+            result = &mut turn => return Some(result),
+            () = shutdown_signal() => return None,
+            question = next_question(questions) => {
+                let answer = tokio::select! {
+                    answer = ask_user(reader, renderer, &question.escalation) => answer,
+                    () = shutdown_signal() => return None,
+                };
+                let _ = question.answer.send(answer);
+            }
+        }
+    }
+}
+
+/// The next approval question, or never when there are none to come.
+async fn next_question(questions: &mut Option<mpsc::Receiver<Question>>) -> Question {
+    match questions {
+        Some(receiver) => match receiver.recv().await {
+            Some(question) => question,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Puts one approval question to the user: what would run, and why the model asks. Both
+/// come from the model, so control characters are shown, not sent.
+async fn ask_user(reader: &LineReader, renderer: &Renderer, escalation: &Escalation) -> Answer {
+    renderer.idle();
+    eprintln!(
+        "\nThe model asks to run a command OUTSIDE the sandbox (with your full access to files and the network):\n  {}: {}\n  reason: {}",
+        escalation.tool,
+        visible(&escalation.command),
+        visible(&escalation.reason),
+    );
+    let answer = match reader.read(Ask::Approval).await {
+        Input::Line(line) => approval::parse_answer(&line),
+        Input::Interrupted | Input::Eof => Answer::Deny,
+    };
+    let said = match answer {
+        Answer::Once => "allowed once",
+        Answer::Session => "allowed for this session",
+        Answer::Deny => "denied",
+    };
+    eprintln!("({said})");
+    answer
 }
 
 /// Shows each finished background task as soon as it finishes; the model still gets it

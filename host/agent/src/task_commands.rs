@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::background::{BackgroundError, BackgroundManager};
+use crate::process::Confinement;
 use crate::task_text;
 use crate::tasklog::{self, Page};
 
@@ -14,8 +15,9 @@ pub fn start(
     background: &BackgroundManager,
     command: &str,
     timeout: Duration,
+    confinement: Confinement,
 ) -> Result<String, BackgroundError> {
-    let id = background.start(command, timeout)?;
+    let id = background.start(command, timeout, confinement)?;
     Ok(task_text::started(&id, command, timeout))
 }
 

@@ -209,7 +209,7 @@ impl Sandbox {
             ),
         };
         Some(format!(
-            "[sandbox: {}; {refused} are refused — if this failure is the sandbox, ask for approval with sandbox:\"off\"]",
+            "[sandbox: {}; {refused} are refused — if this failure is the sandbox, the command can ask to run outside it with sandbox:\"off\" and a reason, which the user must approve]",
             self.mode.name()
         ))
     }

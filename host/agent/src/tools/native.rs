@@ -3,7 +3,8 @@
 //! These are the only tools that start processes, all through [`crate::process`], under one
 //! policy: workspace as working directory, a clean environment, stdin from /dev/null, a
 //! process group (and cgroup, where the machine has them) per command, a time limit that
-//! ends every process the command started.
+//! ends every process the command started. A command runs in the sandbox unless the model
+//! asks otherwise (`sandbox: "off"` with a reason) and [`crate::approval`] allows it.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -13,9 +14,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Tool, ToolContext, ToolError, ToolFuture, ToolHints, ToolOutput, ToolSpec};
+use crate::approval::{Approvals, Escalation, Verdict};
 use crate::background::BackgroundManager;
 use crate::output::HeadTail;
-use crate::process::{self, Ending};
+use crate::process::{self, Confinement, Ending};
 use crate::task_commands;
 use crate::tasklog::{self, Page};
 
@@ -46,12 +48,23 @@ pub const NAMES: [&str; 4] = [
 pub struct NativeTools {
     config: NativeConfig,
     background: BackgroundManager,
+    approvals: Arc<Approvals>,
 }
 
 #[derive(Deserialize)]
 struct CommandInput {
     command: String,
     timeout: Option<f64>,
+    /// `Some` when the model asks to run the command outside the sandbox.
+    sandbox: Option<SandboxRequest>,
+    reason: Option<String>,
+}
+
+/// What the model may ask of the sandbox for one command (the schema's `enum`).
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum SandboxRequest {
+    Off,
 }
 
 #[derive(Deserialize)]
@@ -71,8 +84,16 @@ struct CheckInput {
 const DEFAULT_PAGE_LINES: usize = 200;
 
 impl NativeTools {
-    pub fn new(config: NativeConfig, background: BackgroundManager) -> NativeTools {
-        NativeTools { config, background }
+    pub fn new(
+        config: NativeConfig,
+        background: BackgroundManager,
+        approvals: Arc<Approvals>,
+    ) -> NativeTools {
+        NativeTools {
+            config,
+            background,
+            approvals,
+        }
     }
 
     /// The native tools, one adapter each, in the order of [`NAMES`].
@@ -102,6 +123,15 @@ impl NativeTools {
                         "exclusiveMinimum": 0,
                         "maximum": MAX_TIMEOUT_SECS,
                         "description": format!("Time limit in seconds (default {default}); every process the command started is ended when it runs out")
+                    },
+                    "sandbox": {
+                        "type": "string",
+                        "enum": ["off"],
+                        "description": "Ask to run this command outside the sandbox, with the user's full access to files and the network. Needs the user's approval and a reason; ask only after the command failed because the sandbox refused something it really needs"
+                    },
+                    "reason": {
+                        "type": "string",
+                        "description": "With sandbox: \"off\": why the command needs to run outside the sandbox; shown to the user who decides"
                     }
                 },
                 "required": ["command"]
@@ -155,10 +185,43 @@ impl NativeTools {
             .unwrap_or(default)
     }
 
+    /// Where a command runs: in the sandbox, or outside it if the model asked and the
+    /// approvals allow it (then with the note its result gets). A refusal is the result.
+    async fn confinement(
+        &self,
+        tool: &'static str,
+        input: &CommandInput,
+    ) -> Result<Result<(Confinement, Option<&'static str>), ToolOutput>, String> {
+        let sandboxed = Confinement::Sandboxed(self.config.sandbox.clone());
+        // With the sandbox off for the whole run there is nothing to approve.
+        if input.sandbox.is_none() || self.config.sandbox.mode() == crate::sandbox::Mode::Off {
+            return Ok(Ok((sandboxed, None)));
+        }
+        let reason = input.reason.as_deref().map(str::trim).unwrap_or_default();
+        if reason.is_empty() {
+            return Err(
+                "a command asking for sandbox: \"off\" needs a reason (say what the sandbox refused and why the command needs it)"
+                    .to_string(),
+            );
+        }
+        let escalation = Escalation {
+            tool,
+            command: input.command.clone(),
+            reason: reason.to_string(),
+        };
+        Ok(match self.approvals.decide(escalation).await {
+            Verdict::Approved(grounds) => Ok((Confinement::Unsandboxed, Some(grounds.note()))),
+            Verdict::Refused(text) => Err(ToolOutput::error(text)),
+        })
+    }
+
     async fn bash(&self, input: CommandInput) -> Result<ToolOutput, String> {
         let timeout = self.timeout(input.timeout, self.config.bash_timeout);
         check_command(&input.command)?;
-        let confinement = process::Confinement::Sandboxed(self.config.sandbox.clone());
+        let (confinement, note) = match self.confinement("bash", &input).await? {
+            Ok(allowed) => allowed,
+            Err(refusal) => return Ok(refusal),
+        };
         let shell = process::spawn_shell(&input.command, &self.config.workspace, &confinement)
             .map_err(|e| format!("could not start bash: {e}"))?;
         let output = Arc::new(Mutex::new(HeadTail::with_limit(BASH_OUTPUT_LIMIT)));
@@ -170,6 +233,10 @@ impl NativeTools {
         let mut text = output.lock().unwrap().render().trim_end().to_string();
         if text.is_empty() {
             text.push_str("(no output)");
+        }
+        if let Some(note) = note {
+            text.push('\n');
+            text.push_str(note);
         }
         if run.lingering > 0 {
             text.push_str(&format!(
@@ -193,7 +260,11 @@ impl NativeTools {
             }
             (_, Some(exit)) if !exit.success() => {
                 text.push_str(&format!("\n[{exit}]"));
-                if let Some(note) = self.config.sandbox.refusal_note(true, &text) {
+                let sandboxed = matches!(confinement, Confinement::Sandboxed(_));
+                if let Some(note) = sandboxed
+                    .then(|| self.config.sandbox.refusal_note(true, &text))
+                    .flatten()
+                {
                     text.push('\n');
                     text.push_str(&note);
                 }
@@ -203,12 +274,20 @@ impl NativeTools {
         }
     }
 
-    fn background_run(&self, input: CommandInput) -> Result<ToolOutput, String> {
+    async fn background_run(&self, input: CommandInput) -> Result<ToolOutput, String> {
         let timeout = self.timeout(input.timeout, self.config.background_timeout);
         check_command(&input.command)?;
-        task_commands::start(&self.background, &input.command, timeout)
-            .map(ToolOutput::ok)
-            .map_err(|e| e.to_string())
+        let (confinement, note) = match self.confinement("background_run", &input).await? {
+            Ok(allowed) => allowed,
+            Err(refusal) => return Ok(refusal),
+        };
+        let mut text = task_commands::start(&self.background, &input.command, timeout, confinement)
+            .map_err(|e| e.to_string())?;
+        if let Some(note) = note {
+            text.push('\n');
+            text.push_str(note);
+        }
+        Ok(ToolOutput::ok(text))
     }
 
     async fn check_background(&self, input: CheckInput) -> Result<ToolOutput, String> {
@@ -272,6 +351,7 @@ impl Tool for BackgroundRun {
         Box::pin(async move {
             self.1
                 .background_run(parse(input)?)
+                .await
                 .map_err(ToolError::Failed)
         })
     }
@@ -381,7 +461,8 @@ mod tests {
             background_timeout: Duration::from_secs(4242),
             sandbox: Arc::new(crate::sandbox::Sandbox::off()),
         };
-        let tools = NativeTools::new(config, background).into_tools();
+        let (approvals, _) = Approvals::new(crate::approval::ApprovalPolicy::Never);
+        let tools = NativeTools::new(config, background, Arc::new(approvals)).into_tools();
         let names: Vec<&str> = tools.iter().map(|t| t.spec().name.as_str()).collect();
         assert_eq!(names, NAMES);
         let timeout_text = |i: usize| {
