@@ -152,7 +152,9 @@ impl AnthropicClient {
             system: request.system,
             tools: request.tools,
         };
-        let body = self.encoder.body(&settings, request.messages);
+        // Shared, not copied, by each attempt: by the end of a long session the body is
+        // the whole conversation.
+        let body = bytes::Bytes::from(self.encoder.body(&settings, request.messages));
 
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.config.min_retry_delay)
@@ -239,14 +241,14 @@ impl AnthropicClient {
         read_stream(bytes, &self.limits, on_event).await
     }
 
-    async fn post(&self, body: &[u8]) -> Result<reqwest::Response, Attempt> {
+    async fn post(&self, body: &bytes::Bytes) -> Result<reqwest::Response, Attempt> {
         let response = self
             .http
             .post(&self.url)
             .header("x-api-key", &self.config.api_key)
             .header("anthropic-version", API_VERSION)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_vec())
+            .body(body.clone())
             .send()
             .await
             .map_err(Attempt::Connect)?;
