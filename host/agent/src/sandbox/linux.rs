@@ -15,6 +15,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use super::report::{Enforced, Support};
 use landlock::{
     ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd,
     Ruleset, RulesetAttr, RulesetCreatedAttr, Scope,
@@ -23,7 +24,6 @@ use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule,
 };
-use serde::Serialize;
 
 use super::policy::{Access as Grant, Policy};
 
@@ -40,32 +40,6 @@ pub enum EnforceError {
     Landlock(String),
     #[error("cannot build the seccomp filter: {0}")]
     Seccomp(String),
-}
-
-/// What the kernel offers.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Support {
-    /// 0 when Landlock is missing or disabled.
-    pub landlock_abi: i32,
-    pub seccomp: bool,
-}
-
-/// What the kernel enforces on a sandboxed command.
-#[derive(Debug, Clone, Serialize)]
-pub struct Enforced {
-    pub landlock_abi: i32,
-    /// The file-system access rights Landlock controls (all of this ABI's).
-    pub fs_rights: Vec<String>,
-    /// The path rules of the ruleset.
-    pub rules: usize,
-    /// Whether Landlock also refuses TCP bind and connect (ABI 4 and later, network off).
-    pub tcp_refused: bool,
-    /// What Landlock scopes to the command (ABI 6 and later): signals to processes
-    /// outside it, and, with the network off, abstract Unix sockets made outside it.
-    pub scoped: Vec<String>,
-    /// Whether a seccomp filter refuses non-Unix sockets and io_uring.
-    pub seccomp_sockets_refused: bool,
-    pub no_new_privs: bool,
 }
 
 /// What the kernel offers on this machine.

@@ -11,6 +11,7 @@
 
 pub mod check;
 pub mod policy;
+mod report;
 pub mod settings;
 
 #[cfg(target_os = "linux")]
@@ -26,8 +27,9 @@ use unsupported as platform;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use platform::{EnforceError, Enforced, Enforcement, Support, support};
+pub use platform::{EnforceError, Enforcement, support};
 pub use policy::{Access, Grant, LeftOut, Policy};
+pub use report::{Enforced, Support};
 pub use settings::{Environment, FlagSettings, Mode, Settings, SettingsError};
 
 /// How one command runs: in the run's sandbox, or (approved by the user) outside it.

@@ -2,7 +2,7 @@
 //! mode but `off` reports that it cannot be enforced, so sandboxed commands are refused,
 //! never run unconfined.
 
-use serde::Serialize;
+use super::report::{Enforced, Support};
 
 use super::policy::Policy;
 
@@ -14,24 +14,6 @@ pub enum EnforceError {
 }
 
 /// What the system offers: nothing the agent can use.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Support {
-    pub landlock_abi: i32,
-    pub seccomp: bool,
-}
-
-/// What would be enforced; never built here.
-#[derive(Debug, Clone, Serialize)]
-pub struct Enforced {
-    pub landlock_abi: i32,
-    pub fs_rights: Vec<String>,
-    pub rules: usize,
-    pub tcp_refused: bool,
-    pub scoped: Vec<String>,
-    pub seccomp_sockets_refused: bool,
-    pub no_new_privs: bool,
-}
-
 pub fn support() -> Support {
     Support {
         landlock_abi: 0,
