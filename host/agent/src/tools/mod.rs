@@ -9,6 +9,7 @@
 //! only input its schema accepts. The agent loop only sees [`ToolSpec`]s and
 //! [`ToolOutput`]s.
 
+mod command_check;
 mod file_modes;
 pub mod native;
 pub mod plugin_tool;
