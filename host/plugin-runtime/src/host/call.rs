@@ -17,6 +17,11 @@ thread_local! {
         tokio::runtime::Builder::new_current_thread().enable_all().build();
 }
 
+/// How much longer than the call's own deadline its caller waits for a thread that may be
+/// stuck in the kernel, so that the deadline inside the call, which keeps the call's log
+/// lines and refused hosts, is the one that normally ends it.
+const STUCK_THREAD_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl PluginHost {
     /// Runs tool `tool` of plugin `index` in a fresh instance.
     ///
@@ -59,7 +64,9 @@ impl PluginHost {
                 ))),
             })
         });
-        match tokio::time::timeout(self.call_deadline(), job).await {
+        // The call's own deadline (inside `call_here`) normally ends it, with its log lines
+        // and refused hosts; this wait is the backstop for a thread stuck in the kernel.
+        match tokio::time::timeout(self.call_deadline() + STUCK_THREAD_GRACE, job).await {
             Err(_elapsed) => Err(CallError::Timeout(self.limits.time_limit)),
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(CallError::Host(anyhow::anyhow!(
