@@ -109,10 +109,6 @@ impl Approvals {
         (approvals, questions)
     }
 
-    pub fn policy(&self) -> ApprovalPolicy {
-        self.policy
-    }
-
     /// Decides whether `escalation` may run outside the sandbox, asking the user if the
     /// policy says so.
     pub async fn decide(&self, escalation: Escalation) -> Verdict {

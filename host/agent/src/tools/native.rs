@@ -187,16 +187,16 @@ impl NativeTools {
     }
 
     /// Where a command runs: in the sandbox, or outside it if the model asked and the
-    /// approvals allow it (then with the note its result gets). A refusal is the result.
+    /// approvals allow it (then with the note its result gets). A refusal is the error the model gets.
     async fn confinement(
         &self,
         tool: &'static str,
         input: &CommandInput,
-    ) -> Result<Result<(Confinement, Option<&'static str>), ToolOutput>, String> {
+    ) -> Result<(Confinement, Option<&'static str>), String> {
         let sandboxed = Confinement::Sandboxed(self.config.sandbox.clone());
         // With the sandbox off for the whole run there is nothing to approve.
         if input.sandbox.is_none() || self.config.sandbox.mode() == crate::sandbox::Mode::Off {
-            return Ok(Ok((sandboxed, None)));
+            return Ok((sandboxed, None));
         }
         let reason = input.reason.as_deref().map(str::trim).unwrap_or_default();
         if reason.is_empty() {
@@ -210,19 +210,16 @@ impl NativeTools {
             command: input.command.clone(),
             reason: reason.to_string(),
         };
-        Ok(match self.approvals.decide(escalation).await {
+        match self.approvals.decide(escalation).await {
             Verdict::Approved(grounds) => Ok((Confinement::Unsandboxed, Some(grounds.note()))),
-            Verdict::Refused(text) => Err(ToolOutput::error(text)),
-        })
+            Verdict::Refused(text) => Err(text),
+        }
     }
 
     async fn bash(&self, input: CommandInput) -> Result<ToolOutput, String> {
         let timeout = self.timeout(input.timeout, self.config.bash_timeout);
         check_command(&input.command)?;
-        let (confinement, note) = match self.confinement("bash", &input).await? {
-            Ok(allowed) => allowed,
-            Err(refusal) => return Ok(refusal),
-        };
+        let (confinement, note) = self.confinement("bash", &input).await?;
         let shell = process::spawn_shell(&input.command, &self.config.workspace, &confinement)
             .map_err(|e| format!("could not start bash: {e}"))?;
         let output = Arc::new(Mutex::new(HeadTail::with_limit(BASH_OUTPUT_LIMIT)));
@@ -278,10 +275,7 @@ impl NativeTools {
     async fn background_run(&self, input: CommandInput) -> Result<ToolOutput, String> {
         let timeout = self.timeout(input.timeout, self.config.background_timeout);
         check_command(&input.command)?;
-        let (confinement, note) = match self.confinement("background_run", &input).await? {
-            Ok(allowed) => allowed,
-            Err(refusal) => return Ok(refusal),
-        };
+        let (confinement, note) = self.confinement("background_run", &input).await?;
         let mut text = task_commands::start(&self.background, &input.command, timeout, confinement)
             .map_err(|e| e.to_string())?;
         if let Some(note) = note {
