@@ -35,11 +35,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let config = Config::from_cli(&cli)?;
     if let Some(Command::Plugins(command)) = &cli.command {
         let ok = crate::plugin_commands::run(command, &config).await?;
-        return Ok(if ok {
-            Outcome::Success
-        } else {
-            Outcome::CheckFailed
-        });
+        return Ok(Outcome::of_check(ok));
     }
     if let Some(Command::Sandbox(SandboxCommand::Check)) = &cli.command {
         let ok = crate::sandbox::check::run(
@@ -48,11 +44,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             &config.agent_dirs,
             config.output,
         )?;
-        return Ok(if ok {
-            Outcome::Success
-        } else {
-            Outcome::CheckFailed
-        });
+        return Ok(Outcome::of_check(ok));
     }
     // Before anything runs: a memory cap that cannot be enforced here refuses the run.
     crate::task_cgroup::configure(config.task_cgroups)?;

@@ -8,8 +8,20 @@ pub enum Outcome {
     Success,
     /// Ctrl-C or SIGTERM.
     Interrupted,
-    /// A command that checks something found a problem (`agent plugins check`).
+    /// A command that checks something found a problem (`agent plugins check`, `agent
+    /// sandbox check`).
     CheckFailed,
+}
+
+impl Outcome {
+    /// The outcome of a checking command that found everything in order (`ok`) or not.
+    pub fn of_check(ok: bool) -> Outcome {
+        if ok {
+            Outcome::Success
+        } else {
+            Outcome::CheckFailed
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

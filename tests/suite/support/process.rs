@@ -107,7 +107,9 @@ pub fn agent(env: &TestEnv, server: &ModelServer) -> Command {
     cmd
 }
 
-/// The Landlock ABI of this kernel, 0 without Landlock.
+/// The Landlock ABI of this kernel, 0 without Landlock. Asked of the kernel here rather than
+/// of `agent_host::sandbox::support()`: whether the sandbox tests run must not depend on
+/// the code they test.
 pub fn landlock_abi() -> i64 {
     // SAFETY: the version query passes no pointer the kernel writes to.
     let abi = unsafe {
