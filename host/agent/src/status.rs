@@ -1,11 +1,13 @@
 //! The live status line: a spinner on stderr while the agent works, naming the background
 //! tasks that run and for how long.
 //!
-//! It only draws on a terminal (indicatif hides itself otherwise), is hidden while the
+//! It only exists on a terminal (elsewhere it is disabled from the start: no spinner
+//! thread, no ticker, no locking around each printed line), is hidden while the
 //! REPL waits for input, and every other line printed goes through [`StatusLine::suspend`]
 //! so output and spinner never garble each other. Its texts name tools and commands that
 //! came from the model, so they are drawn through [`one_line`].
 
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,7 +39,11 @@ impl StatusLine {
         }
     }
 
+    /// A line drawn on stderr if it is a terminal; otherwise [`StatusLine::disabled`].
     pub fn new(describe: Describe) -> StatusLine {
+        if !std::io::stderr().is_terminal() {
+            return StatusLine::disabled();
+        }
         StatusLine {
             shown: Arc::new(Mutex::new(None)),
             describe: Some(describe),

@@ -154,7 +154,7 @@ impl AnthropicClient {
         };
         // Shared, not copied, by each attempt: by the end of a long session the body is
         // the whole conversation.
-        let body = bytes::Bytes::from(self.encoder.body(&settings, request.messages));
+        let body = self.encoder.body(&settings, request.messages);
 
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.config.min_retry_delay)

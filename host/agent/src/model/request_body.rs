@@ -6,17 +6,28 @@
 //! encoder keeps each message's JSON beside a copy of the message; a call re-encodes only
 //! the messages that are new or differ from the copy (comparing is several times cheaper
 //! than encoding), so nothing depends on how the caller edits its history.
+//!
+//! The body's buffer is taken back from the last call when the HTTP client has let go of
+//! it, so a quarter-megabyte body late in a session is not a fresh allocation (and fresh
+//! pages to fault in) on every turn.
 
 use std::sync::{Mutex, PoisonError};
 
+use bytes::Bytes;
 use serde::Serialize;
 
 use super::{Message, ToolDefinition};
 
-/// The encoded messages of the last call, in order.
+/// The encoded messages of the last call, in order, and the body it was sent as.
 #[derive(Default)]
 pub struct RequestEncoder {
-    messages: Mutex<Vec<(Message, Vec<u8>)>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    messages: Vec<(Message, Vec<u8>)>,
+    last_body: Option<Bytes>,
 }
 
 /// What one call sends besides the conversation.
@@ -30,8 +41,12 @@ pub struct Settings<'a> {
 impl RequestEncoder {
     /// The body `{"model", "max_tokens", "stream": true, "system"?, "tools"?, "messages"}`
     /// (`system` and `tools` only when not empty).
-    pub fn body(&self, settings: &Settings<'_>, messages: &[Message]) -> Vec<u8> {
-        let mut cache = self.messages.lock().unwrap_or_else(PoisonError::into_inner);
+    pub fn body(&self, settings: &Settings<'_>, messages: &[Message]) -> Bytes {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let State {
+            messages: cache,
+            last_body,
+        } = &mut *state;
         cache.truncate(messages.len());
         for (index, message) in messages.iter().enumerate() {
             match cache.get_mut(index) {
@@ -41,7 +56,12 @@ impl RequestEncoder {
             }
         }
         let size: usize = cache.iter().map(|(_, json)| json.len() + 1).sum();
-        let mut out = Vec::with_capacity(size + 4096);
+        let mut out = match last_body.take().map(Bytes::try_into_mut) {
+            Some(Ok(reused)) => Vec::from(reused),
+            _ => Vec::new(),
+        };
+        out.clear();
+        out.reserve(size + 4096);
         out.extend_from_slice(b"{\"model\":");
         write(&mut out, settings.model);
         out.extend_from_slice(b",\"max_tokens\":");
@@ -63,7 +83,9 @@ impl RequestEncoder {
             out.extend_from_slice(json);
         }
         out.extend_from_slice(b"]}");
-        out
+        let body = Bytes::from(out);
+        *last_body = Some(body.clone());
+        body
     }
 }
 
@@ -163,6 +185,42 @@ mod tests {
         let body = encoder.body(&bare, &[]);
         assert_eq!(parsed(&body), expected(&bare, &[]));
         assert!(parsed(&body).get("system").is_none() && parsed(&body).get("tools").is_none());
+    }
+
+    #[test]
+    fn the_buffer_is_reused_once_released_and_never_while_held() {
+        let settings = Settings {
+            model: "m",
+            max_tokens: 1,
+            system: "",
+            tools: &[],
+        };
+        let encoder = RequestEncoder::default();
+        let long = vec![text(Role::User, &"x".repeat(100_000))];
+        let held = encoder.body(&settings, &long);
+        let held_copy = held.to_vec();
+        let short = vec![text(Role::User, "y")];
+        let second = encoder.body(&settings, &short);
+        assert_eq!(
+            held.to_vec(),
+            held_copy,
+            "a body still held is never written to"
+        );
+        drop((held, second));
+        encoder.body(&settings, &long);
+        // Released: the next body is written into the long body's buffer, which is far
+        // larger than a short body needs.
+        let third = encoder.body(&settings, &short);
+        assert_eq!(parsed(&third), expected(&settings, &short));
+        drop(encoder);
+        let capacity = third
+            .try_into_mut()
+            .expect("nothing else holds it")
+            .capacity();
+        assert!(
+            capacity >= 100_000,
+            "capacity {capacity}: the buffer was not reused"
+        );
     }
 
     #[test]
