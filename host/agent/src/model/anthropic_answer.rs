@@ -336,6 +336,7 @@ pub(super) fn parse_message(message: &Value) -> Result<ModelResponse, ModelError
         usage: Usage {
             input_tokens: message["usage"]["input_tokens"].as_u64().unwrap_or(0),
             output_tokens: message["usage"]["output_tokens"].as_u64().unwrap_or(0),
+            ..Usage::default()
         },
     })
 }

@@ -97,11 +97,18 @@ impl StopReason {
     }
 }
 
-/// Tokens used by one model call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Tokens used by one model call. `input_tokens` counts only the uncached input (the
+/// Anthropic convention); cache reads and writes are counted apart, as they are billed
+/// apart. A provider that reports cached tokens inside its input count (OpenAI) moves
+/// them to `cache_read_input_tokens`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    #[serde(default)]
+    pub cache_creation_input_tokens: u64,
+    #[serde(default)]
+    pub cache_read_input_tokens: u64,
 }
 
 /// The assistant's answer to one request.
