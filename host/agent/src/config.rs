@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::approval::ApprovalPolicy;
 use crate::cli::Cli;
+use crate::config_file::ConfigFile;
 use crate::model::anthropic::{AnthropicConfig, DEFAULT_BASE_URL, DEFAULT_IDLE_TIMEOUT};
 use crate::render::OutputFormat;
 use agent_plugin_runtime::PluginLimits;
@@ -29,6 +30,8 @@ pub enum ConfigError {
     Workspace { path: PathBuf, reason: String },
     #[error("sandbox settings: {0}")]
     Sandbox(#[from] crate::sandbox::SettingsError),
+    #[error(transparent)]
+    File(#[from] crate::config_file::ConfigFileError),
     #[error("{name} must be {what}, not {value:?}")]
     Invalid {
         name: &'static str,
@@ -163,7 +166,9 @@ impl Config {
         let user_plugins = config_dir
             .as_ref()
             .map(|d| (d.join("plugins"), Origin::User));
-        let sandbox = sandbox_settings(cli, config_dir.as_deref())?;
+        let file = ConfigFile::read(config_dir.as_deref())?;
+        file.check_tables()?;
+        let sandbox = sandbox_settings(cli, &file)?;
         let cache_root = cache_dir
             .as_ref()
             .and_then(|d| d.parent().map(Path::to_path_buf));
@@ -210,10 +215,7 @@ impl Config {
 
 /// The sandbox settings: `--sandbox` > `AGENT_SANDBOX` > `config.toml` in the user's config
 /// directory (never the workspace's) > `workspace-write`.
-fn sandbox_settings(
-    cli: &Cli,
-    config_dir: Option<&Path>,
-) -> Result<crate::sandbox::Settings, ConfigError> {
+fn sandbox_settings(cli: &Cli, file: &ConfigFile) -> Result<crate::sandbox::Settings, ConfigError> {
     use clap::ValueEnum;
     let from_env = match (cli.sandbox, env("AGENT_SANDBOX")) {
         (None, Some(value)) => Some(crate::sandbox::Mode::from_str(value.trim(), false).map_err(
@@ -230,10 +232,9 @@ fn sandbox_settings(
         mode_from_env: from_env.is_some(),
         network: cli.network,
     };
-    let file = config_dir.map(|d| d.join("config.toml"));
     Ok(crate::sandbox::Settings::resolve(
         flags,
-        file.as_deref(),
+        file,
         crate::sandbox::Environment::from_process(),
     )?)
 }

@@ -37,6 +37,7 @@ pub mod background_state;
 pub mod background_task;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod dotenv;
 pub mod host_secrets;
 pub mod model;

@@ -361,8 +361,12 @@ mod tests {
         use crate::sandbox::{Environment, FlagSettings, Sandbox, Settings};
         let workspace = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
-        let settings =
-            Settings::resolve(FlagSettings::default(), None, Environment::from_process()).unwrap();
+        let settings = Settings::resolve(
+            FlagSettings::default(),
+            &crate::config_file::ConfigFile::default(),
+            Environment::from_process(),
+        )
+        .unwrap();
         let (sandbox, _temp) = Sandbox::new(&settings, workspace.path(), &[]).unwrap();
         if let Some(error) = sandbox.unenforceable() {
             eprintln!("SKIPPED: the sandbox cannot be enforced here: {error}");

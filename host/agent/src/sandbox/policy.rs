@@ -349,7 +349,12 @@ mod tests {
             mode: Some(mode),
             ..FlagSettings::default()
         };
-        Settings::resolve(flags, None, environment).unwrap()
+        Settings::resolve(
+            flags,
+            &crate::config_file::ConfigFile::default(),
+            environment,
+        )
+        .unwrap()
     }
 
     fn granted(policy: &Policy, path: &Path) -> Option<Access> {

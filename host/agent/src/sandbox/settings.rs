@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::config_file::{ConfigFile, ConfigFileError};
+
 /// What native commands may touch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -114,13 +116,8 @@ impl Environment {
 /// The user's sandbox settings are wrong; the message says where and how.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
     #[error("{path}: [sandbox] {key}: {value:?} must be an absolute path or start with ~/")]
     RelativePath {
         path: PathBuf,
@@ -131,7 +128,7 @@ pub enum SettingsError {
 
 /// The `[sandbox]` table of `config.toml`; other tables are left to their own readers.
 #[derive(Debug, Default, Deserialize)]
-struct ConfigFile {
+struct SandboxFile {
     sandbox: Option<SandboxTable>,
 }
 
@@ -157,16 +154,14 @@ pub struct FlagSettings {
 }
 
 impl Settings {
-    /// Merges the flags with the config file at `config_file` (absent is fine).
+    /// Merges the flags with the `[sandbox]` table of the user's config file.
     pub fn resolve(
         flags: FlagSettings,
-        config_file: Option<&Path>,
+        file: &ConfigFile,
         environment: Environment,
     ) -> Result<Settings, SettingsError> {
-        let table = match config_file {
-            Some(path) => read_table(path)?,
-            None => SandboxTable::default(),
-        };
+        let table = file.table::<SandboxFile>()?.sandbox.unwrap_or_default();
+        let config_file = file.path();
         let file_name = || {
             config_file
                 .map(|p| p.display().to_string())
@@ -218,33 +213,6 @@ impl Settings {
     }
 }
 
-fn read_table(path: &Path) -> Result<SandboxTable, SettingsError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SandboxTable::default()),
-        Err(source) => {
-            return Err(SettingsError::Read {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-    };
-    let file: ConfigFile = toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
-        let message = e.message().trim().replace('\n', " ");
-        SettingsError::Parse {
-            path: path.to_path_buf(),
-            message: match line {
-                Some(line) => format!("line {line}: {message}"),
-                None => message,
-            },
-        }
-    })?;
-    Ok(file.sandbox.unwrap_or_default())
-}
-
 /// `~/x` under `home`, or an absolute path; `None` for anything else (or `~` without a
 /// home).
 fn expand(value: &str, home: Option<&Path>) -> Option<PathBuf> {
@@ -273,21 +241,25 @@ mod tests {
     #[test]
     fn a_flag_beats_the_environment_which_beats_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("config.toml");
-        std::fs::write(&file, "[sandbox]\nmode = \"read-only\"\nnetwork = true\n").unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "[sandbox]\nmode = \"read-only\"\nnetwork = true\n",
+        )
+        .unwrap();
+        let file = ConfigFile::read(Some(dir.path())).unwrap();
         let env = env_with_home(dir.path());
-        let from_file =
-            Settings::resolve(FlagSettings::default(), Some(&file), env.clone()).unwrap();
+        let from_file = Settings::resolve(FlagSettings::default(), &file, env.clone()).unwrap();
         assert_eq!(from_file.mode, Mode::ReadOnly);
         assert!(from_file.network);
         let flagged = FlagSettings {
             mode: Some(Mode::Off),
             ..FlagSettings::default()
         };
-        let from_flag = Settings::resolve(flagged, Some(&file), env.clone()).unwrap();
+        let from_flag = Settings::resolve(flagged, &file, env.clone()).unwrap();
         assert_eq!(from_flag.mode, Mode::Off);
         assert_eq!(from_flag.mode_source, "--sandbox");
-        let default = Settings::resolve(FlagSettings::default(), None, env).unwrap();
+        let default =
+            Settings::resolve(FlagSettings::default(), &ConfigFile::default(), env).unwrap();
         assert_eq!(default.mode, Mode::WorkspaceWrite);
         assert!(!default.network);
         assert!(default.toolchains.contains(&dir.path().join(".cargo")));
@@ -304,7 +276,8 @@ mod tests {
             ("[sandbox]\nread = [\"relative/dir\"]\n", "absolute path"),
         ] {
             std::fs::write(&file, text).unwrap();
-            let error = Settings::resolve(FlagSettings::default(), Some(&file), env.clone())
+            let config = ConfigFile::read(Some(dir.path())).unwrap();
+            let error = Settings::resolve(FlagSettings::default(), &config, env.clone())
                 .unwrap_err()
                 .to_string();
             assert!(error.contains(expected), "{text}: {error}");
@@ -323,7 +296,7 @@ mod tests {
         .unwrap();
         let settings = Settings::resolve(
             FlagSettings::default(),
-            Some(&file),
+            &ConfigFile::read(Some(dir.path())).unwrap(),
             env_with_home(dir.path()),
         )
         .unwrap();
