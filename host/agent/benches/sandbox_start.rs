@@ -37,8 +37,12 @@ fn ms(d: Duration) -> f64 {
 
 fn main() {
     let workspace = tempfile::tempdir().unwrap();
-    let settings = Settings::resolve(FlagSettings::default(), None, Environment::from_process())
-        .expect("default settings");
+    let settings = Settings::resolve(
+        FlagSettings::default(),
+        &agent_host::config_file::ConfigFile::default(),
+        Environment::from_process(),
+    )
+    .expect("default settings");
     let built = Instant::now();
     let policy =
         agent_host::sandbox::policy::build(&settings, workspace.path(), &std::env::temp_dir(), &[]);
