@@ -105,13 +105,9 @@ impl Agent {
     /// Replaces the older turns by a summary now (`/compact`); the history is unchanged
     /// on error.
     pub async fn compact(&mut self) -> Result<Compacted, CompactError> {
-        let frame = Frame {
-            system: &self.system,
-            tools: &self.tool_definitions,
-        };
         let compacted = self
             .context
-            .compact(&mut self.history, frame, &*self.provider, &self.renderer)
+            .compact_now(&mut self.history, &*self.provider, &self.renderer)
             .await;
         self.renderer.idle();
         compacted

@@ -171,7 +171,10 @@ impl Config {
         let context = crate::context::WindowSettings::resolve(
             cli.context_window,
             env("AGENT_CONTEXT_WINDOW"),
-            config_dir.as_ref().map(|d| d.join("config.toml")).as_deref(),
+            config_dir
+                .as_ref()
+                .map(|d| d.join("config.toml"))
+                .as_deref(),
             &cli.model,
         )?;
         let cache_root = cache_dir

@@ -162,7 +162,10 @@ pub async fn run(
                     Some(Err(e)) => renderer.emit(Event::Warning(&format!(
                         "/compact: {e} (the conversation is unchanged)"
                     ))),
-                    None => eprintln!("\n[interrupted; the conversation is unchanged]"),
+                    None => {
+                        renderer.idle();
+                        eprintln!("\n[interrupted; the conversation is unchanged]");
+                    }
                 }
             }
             _ if line.starts_with("/kill") => match line["/kill".len()..].trim() {

@@ -126,13 +126,18 @@ async fn a_failed_summary_leaves_the_history_unchanged() {
         tools: &[],
     };
     let error = context
-        .compact(&mut kept, frame, &*model, &renderer())
+        .compact_now(&mut kept, &*model, &renderer())
         .await
         .unwrap_err();
     assert!(error.to_string().contains("summary call failed"), "{error}");
     assert_eq!(kept, history);
     // Through `fit` too: a warning, no compaction, nothing lost (nothing long to cut).
-    assert!(context.fit(&mut kept, frame, &*model, &renderer()).await.is_none());
+    assert!(
+        context
+            .fit(&mut kept, frame, &*model, &renderer())
+            .await
+            .is_none()
+    );
     assert_eq!(kept, history);
     assert_eq!(model.summaries().len(), 2);
 }
@@ -153,7 +158,12 @@ async fn fit_cuts_old_results_first_and_summarizes_only_when_still_over() {
         compact_at: 1.0,
         source: "test".into(),
     });
-    assert!(context.fit(&mut history, frame, &*model, &renderer()).await.is_none());
+    assert!(
+        context
+            .fit(&mut history, frame, &*model, &renderer())
+            .await
+            .is_none()
+    );
     assert!(model.summaries().is_empty(), "no summary was needed");
     assert!(request_tokens(frame, &history) <= window);
     assert_protocol(&history);

@@ -63,7 +63,9 @@ impl ModelProvider for Scripted {
         assert_protocol(&messages);
         if request.tools.is_empty() && request.system == crate::context::compact::SUMMARY_SYSTEM {
             self.summaries.lock().unwrap().push(messages);
-            let fail = self.fail_summaries.load(std::sync::atomic::Ordering::SeqCst);
+            let fail = self
+                .fail_summaries
+                .load(std::sync::atomic::Ordering::SeqCst);
             return Box::pin(async move {
                 if fail {
                     return Err(ModelError::Stream("the summary call failed".into()));

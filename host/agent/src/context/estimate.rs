@@ -60,12 +60,11 @@ impl SizeTracker {
             + usage.cache_read_input_tokens
             + usage.cache_creation_input_tokens
             + usage.output_tokens;
-        self.measured = (usage.input_tokens > 0 || usage.cache_read_input_tokens > 0).then_some(
-            Measured {
+        self.measured =
+            (usage.input_tokens > 0 || usage.cache_read_input_tokens > 0).then_some(Measured {
                 tokens,
                 covers: history_len,
-            },
-        );
+            });
     }
 
     /// Forgets the measurement: the history it measured was rewritten.
@@ -77,11 +76,7 @@ impl SizeTracker {
     pub fn request_tokens(&self, frame: Frame<'_>, history: &[Message]) -> u64 {
         match self.measured {
             Some(m) if m.covers <= history.len() => {
-                m.tokens
-                    + history[m.covers..]
-                        .iter()
-                        .map(message_tokens)
-                        .sum::<u64>()
+                m.tokens + history[m.covers..].iter().map(message_tokens).sum::<u64>()
             }
             _ => request_tokens(frame, history),
         }
@@ -126,6 +121,9 @@ mod tests {
             1065 + message_tokens(&history[1])
         );
         size.observe(&Usage::default(), 2);
-        assert_eq!(size.request_tokens(frame, &history), request_tokens(frame, &history));
+        assert_eq!(
+            size.request_tokens(frame, &history),
+            request_tokens(frame, &history)
+        );
     }
 }

@@ -76,7 +76,10 @@ impl Context {
         if self.request_tokens(frame, history) <= limit {
             return None;
         }
-        match self.compact(history, frame, provider, renderer).await {
+        // Keep up to half the threshold verbatim, so the next compaction is many turns
+        // away rather than one.
+        let keep = (limit / 2).saturating_sub(estimate::frame_tokens(frame));
+        match self.compact(history, keep, provider, renderer).await {
             Ok(compacted) => {
                 renderer.emit(Event::Compacted(&compacted));
                 if self.request_tokens(frame, history) > limit {
@@ -96,19 +99,27 @@ impl Context {
         }
     }
 
-    /// Compacts now (`/compact`), whatever the size; the history is unchanged on error.
-    pub async fn compact(
+    /// Compacts now (`/compact`), whatever the size: everything before the last exchange
+    /// is summarized. The history is unchanged on error.
+    pub async fn compact_now(
         &mut self,
         history: &mut Vec<Message>,
-        frame: Frame<'_>,
+        provider: &dyn ModelProvider,
+        renderer: &Renderer,
+    ) -> Result<Compacted, CompactError> {
+        self.compact(history, 0, provider, renderer).await
+    }
+
+    /// Summarizes all but the longest recent part of at most `keep` tokens (at least the
+    /// last exchange is kept). The history is unchanged on error.
+    async fn compact(
+        &mut self,
+        history: &mut Vec<Message>,
+        keep: u64,
         provider: &dyn ModelProvider,
         renderer: &Renderer,
     ) -> Result<Compacted, CompactError> {
         let limit = self.settings.limit();
-        let frame_tokens = estimate::frame_tokens(frame);
-        // Keep up to half the threshold verbatim, so the next compaction is many turns
-        // away rather than one.
-        let keep = (limit / 2).saturating_sub(frame_tokens);
         let cut = compact::choose_cut(history, keep).ok_or(CompactError::NothingToCompact)?;
         let mut on_event = |event: ModelEvent| {
             if let ModelEvent::Retrying {

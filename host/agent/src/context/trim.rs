@@ -104,12 +104,15 @@ fn pointer(calls: Option<&Message>, tool_use_id: &str, text: &str) -> String {
             logs.join(", ")
         );
     }
-    let call = calls.into_iter().flat_map(|m| &m.content).find_map(|b| match b {
-        ContentBlock::ToolUse { id, name, input } if id == tool_use_id => {
-            Some((name.as_str(), input.to_value()))
-        }
-        _ => None,
-    });
+    let call = calls
+        .into_iter()
+        .flat_map(|m| &m.content)
+        .find_map(|b| match b {
+            ContentBlock::ToolUse { id, name, input } if id == tool_use_id => {
+                Some((name.as_str(), input.to_value()))
+            }
+            _ => None,
+        });
     if let Some(("read_file", input)) = call
         && let Some(path) = input.get("path").and_then(Value::as_str)
     {
@@ -178,9 +181,22 @@ mod tests {
             role: Role::User,
             content: vec![ContentBlock::Text { text: "go".into() }],
         }];
-        history.extend(exchange("r", "read_file", json!({"path": "src/big.rs"}), big('a')));
-        let task = format!("[bg:bg-1] completed\nlog: /state/tasks/bg-1.log (9000 bytes)\n{}", big('b'));
-        history.extend(exchange("c", "check_background", json!({"task_id": "bg-1"}), task));
+        history.extend(exchange(
+            "r",
+            "read_file",
+            json!({"path": "src/big.rs"}),
+            big('a'),
+        ));
+        let task = format!(
+            "[bg:bg-1] completed\nlog: /state/tasks/bg-1.log (9000 bytes)\n{}",
+            big('b')
+        );
+        history.extend(exchange(
+            "c",
+            "check_background",
+            json!({"task_id": "bg-1"}),
+            task,
+        ));
         history.extend(exchange("b", "bash", json!({"command": "x"}), big('c')));
         history.extend(exchange("n", "bash", json!({"command": "y"}), big('d')));
         let newest = history.last().unwrap().clone();
@@ -190,11 +206,18 @@ mod tests {
         let read = result_text(&history[2]);
         assert!(read.starts_with("a0000 line"), "{read}");
         assert!(read.ends_with("a0399 line of output\n"), "{read}");
-        assert!(read.contains("the full text is in the file src/big.rs"), "{read}");
+        assert!(
+            read.contains("the full text is in the file src/big.rs"),
+            "{read}"
+        );
         assert!(read.len() < HEAD_BYTES + TAIL_BYTES + 200);
         assert!(result_text(&history[4]).contains("task log /state/tasks/bg-1.log"));
         assert!(result_text(&history[6]).contains("the full output is not kept"));
-        assert_eq!(history.last().unwrap(), &newest, "the spared message is untouched");
+        assert_eq!(
+            history.last().unwrap(),
+            &newest,
+            "the spared message is untouched"
+        );
         // Cutting again changes nothing.
         let again = history.clone();
         assert_eq!(cut_old_results(&mut history, 1, 4_000), Cut::default());

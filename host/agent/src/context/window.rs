@@ -75,16 +75,25 @@ impl WindowSettings {
             Some(path) => read_table(path)?,
             None => ContextTable::default(),
         };
-        let file = || config_file.map(|p| p.display().to_string()).unwrap_or_default();
+        let file = || {
+            config_file
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
         let from_env = match env {
             None => None,
-            Some(value) => Some(value.trim().parse::<u64>().ok().filter(|w| *w >= MIN_WINDOW).ok_or(
-                WindowError::Invalid {
-                    name: "AGENT_CONTEXT_WINDOW".into(),
-                    what: "a number of tokens, at least 1024",
-                    value,
-                },
-            )?),
+            Some(value) => Some(
+                value
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|w| *w >= MIN_WINDOW)
+                    .ok_or(WindowError::Invalid {
+                        name: "AGENT_CONTEXT_WINDOW".into(),
+                        what: "a number of tokens, at least 1024",
+                        value,
+                    })?,
+            ),
         };
         if let Some(window) = table.window
             && window < MIN_WINDOW
@@ -123,7 +132,11 @@ impl WindowSettings {
 /// The built-in window of `model` and the prefix that matched. A router's
 /// `vendor/model` name is looked up by its last part.
 pub fn known_window(model: &str) -> Option<(&'static str, u64)> {
-    let name = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
+    let name = model
+        .rsplit('/')
+        .next()
+        .unwrap_or(model)
+        .to_ascii_lowercase();
     KNOWN_WINDOWS
         .iter()
         .filter(|(prefix, _)| name.starts_with(prefix))
@@ -225,7 +238,10 @@ mod tests {
         let file = dir.path().join("config.toml");
         std::fs::write(&file, "[context]\nwindow = 5000\nsize = 3\n").unwrap();
         let e = WindowSettings::resolve(None, None, Some(&file), "m").unwrap_err();
-        assert!(e.to_string().contains("size") && e.to_string().contains("line 3"), "{e}");
+        assert!(
+            e.to_string().contains("size") && e.to_string().contains("line 3"),
+            "{e}"
+        );
         std::fs::write(&file, "[context]\ncompact_at = 1.5\n").unwrap();
         let e = WindowSettings::resolve(None, None, Some(&file), "m").unwrap_err();
         assert!(e.to_string().contains("compact_at"), "{e}");
