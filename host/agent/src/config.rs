@@ -177,6 +177,10 @@ impl Config {
                 .as_deref(),
             &cli.model,
         )?;
+        let context = crate::context::WindowSettings {
+            answer_tokens: u64::from(cli.max_tokens),
+            ..context
+        };
         let cache_root = cache_dir
             .as_ref()
             .and_then(|d| d.parent().map(Path::to_path_buf));

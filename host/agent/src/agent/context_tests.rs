@@ -119,6 +119,7 @@ async fn a_failed_summary_leaves_the_history_unchanged() {
     let mut context = Context::new(WindowSettings {
         window: 500,
         compact_at: 0.8,
+        answer_tokens: 0,
         source: "test".into(),
     });
     let frame = Frame {
@@ -156,6 +157,7 @@ async fn fit_cuts_old_results_first_and_summarizes_only_when_still_over() {
     let mut context = Context::new(WindowSettings {
         window,
         compact_at: 1.0,
+        answer_tokens: 0,
         source: "test".into(),
     });
     assert!(
@@ -175,6 +177,7 @@ async fn fit_cuts_old_results_first_and_summarizes_only_when_still_over() {
     let mut context = Context::new(WindowSettings {
         window: request_tokens(frame, &history) / 3,
         compact_at: 1.0,
+        answer_tokens: 0,
         source: "test".into(),
     });
     let compacted = context.fit(&mut history, frame, &*model, &renderer()).await;
@@ -238,6 +241,7 @@ async fn a_long_loop_stays_inside_a_small_window() {
     let settings = WindowSettings {
         window: 16_000,
         compact_at: 0.8,
+        answer_tokens: 0,
         source: "test".into(),
     };
     agent.set_context_window(settings.clone());

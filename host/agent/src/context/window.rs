@@ -42,6 +42,9 @@ pub struct WindowSettings {
     pub window: u64,
     /// Compact before a request larger than `window * compact_at` is sent.
     pub compact_at: f64,
+    /// Tokens kept free for the answer (`--max-tokens`): the API refuses a request whose
+    /// input and largest answer together pass the window. At most half the window counts.
+    pub answer_tokens: u64,
     /// Where `window` came from (`--context-window`, `AGENT_CONTEXT_WINDOW`, the config
     /// file's path, `built-in table (PREFIX)` or `default`), for `agent config show`.
     pub source: String,
@@ -52,15 +55,19 @@ impl Default for WindowSettings {
         WindowSettings {
             window: DEFAULT_WINDOW,
             compact_at: DEFAULT_COMPACT_AT,
+            answer_tokens: 0,
             source: "default".into(),
         }
     }
 }
 
 impl WindowSettings {
-    /// The most tokens a request may have before the conversation is compacted.
+    /// The most tokens a request may have before the conversation is compacted:
+    /// `compact_at` of the window, and room for the answer.
     pub fn limit(&self) -> u64 {
-        (self.window as f64 * self.compact_at) as u64
+        let threshold = (self.window as f64 * self.compact_at) as u64;
+        let room = self.window - self.answer_tokens.min(self.window / 2);
+        threshold.min(room)
     }
 
     /// Merges the flag, the environment variable's value and the config file (absent is
@@ -124,6 +131,7 @@ impl WindowSettings {
         Ok(WindowSettings {
             window,
             compact_at,
+            answer_tokens: 0,
             source,
         })
     }
@@ -225,6 +233,23 @@ mod tests {
         let from_file = resolve(None, None);
         assert_eq!((from_file.window, from_file.compact_at), (50_000, 0.5));
         assert_eq!(from_file.limit(), 25_000);
+        let answer = |answer_tokens| {
+            WindowSettings {
+                answer_tokens,
+                ..resolve(Some(10_000), None)
+            }
+            .limit()
+        };
+        assert_eq!(
+            (answer(1_000), answer(3_000), answer(9_000)),
+            (5_000, 5_000, 5_000)
+        );
+        let tight = WindowSettings {
+            compact_at: 0.9,
+            answer_tokens: 3_000,
+            ..resolve(Some(10_000), None)
+        };
+        assert_eq!(tight.limit(), 7_000);
         let table = WindowSettings::resolve(None, None, None, "claude-x").unwrap();
         assert_eq!(table.window, 200_000);
         assert_eq!(table.source, "built-in table (claude-*)");
