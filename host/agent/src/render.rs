@@ -232,7 +232,8 @@ fn json_event(event: &Event<'_>) -> Option<Value> {
         Event::Compacted(c) => json!({
             "type": "compacted", "summary": c.summary, "kept_from": c.kept_from,
             "messages_before": c.messages_before, "messages_after": c.messages_after,
-            "tokens_before": c.tokens_before, "tokens_after": c.tokens_after
+            "tokens_before": c.tokens_before, "tokens_after": c.tokens_after,
+            "usage": c.usage
         }),
         Event::ResultsCut { results, bytes } => {
             json!({"type": "results_cut", "results": results, "bytes": bytes})

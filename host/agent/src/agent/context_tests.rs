@@ -153,7 +153,7 @@ async fn fit_cuts_old_results_first_and_summarizes_only_when_still_over() {
     };
     // 12 results of ~10 KB: cutting the old ones to head and tail is enough.
     let mut history = session(12, &big);
-    let window = request_tokens(frame, &history) / 2;
+    let window = request_tokens(frame, &history) * 7 / 10;
     let mut context = Context::new(WindowSettings {
         window,
         compact_at: 1.0,

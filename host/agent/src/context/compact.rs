@@ -13,7 +13,7 @@
 //! together and the new history alternates from a user message as the API requires.
 
 use crate::model::{
-    ContentBlock, Message, ModelError, ModelEvent, ModelProvider, ModelRequest, Role,
+    ContentBlock, Message, ModelError, ModelEvent, ModelProvider, ModelRequest, Role, Usage,
 };
 
 use super::estimate::message_tokens;
@@ -50,6 +50,8 @@ pub struct Compacted {
     /// Estimated tokens of the conversation before and after (without tools and system).
     pub tokens_before: u64,
     pub tokens_after: u64,
+    /// What the summary call used (billed like any call).
+    pub usage: Usage,
 }
 
 /// Why no summary replaced the history (which is unchanged).
@@ -156,6 +158,7 @@ pub async fn compact(
         messages_after: history.len(),
         tokens_before,
         tokens_after: history.iter().map(message_tokens).sum(),
+        usage: response.usage,
     })
 }
 

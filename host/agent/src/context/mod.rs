@@ -27,6 +27,11 @@ const SPARED_USER_MESSAGES: usize = 3;
 const OLD_RESULT_BYTES: usize = 4_096;
 /// The fallback when no summary could be had: all but the newest message's results.
 const FALLBACK_RESULT_BYTES: usize = 2_600;
+/// Cutting old results is enough only if it brings the request this far under the
+/// threshold (percent); otherwise a summary is made at once, rather than cutting one
+/// more result every other turn (each cut rewrites old messages, which a provider's
+/// prompt cache then reads afresh).
+const CUT_ENOUGH_PERCENT: u64 = 75;
 
 /// The context window of this run and the last measured size of the conversation.
 #[derive(Debug, Default)]
@@ -73,7 +78,7 @@ impl Context {
             return None;
         }
         self.cut(history, SPARED_USER_MESSAGES, OLD_RESULT_BYTES, renderer);
-        if self.request_tokens(frame, history) <= limit {
+        if self.request_tokens(frame, history) <= limit / 100 * CUT_ENOUGH_PERCENT {
             return None;
         }
         // Keep up to half the threshold verbatim, so the next compaction is many turns
