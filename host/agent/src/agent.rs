@@ -10,11 +10,14 @@
 
 mod calls;
 #[cfg(test)]
+mod context_tests;
+#[cfg(test)]
 mod scripted;
 
 use std::sync::Arc;
 
 use crate::background::BackgroundManager;
+use crate::context::{CompactError, Compacted, Context, Frame, WindowSettings};
 use crate::model::{
     ContentBlock, Message, ModelError, ModelEvent, ModelProvider, ModelRequest, Role, StopReason,
     ToolDefinition,
@@ -61,6 +64,8 @@ pub struct Agent {
     /// Results of the calls of the last assistant message answered so far; they go into
     /// the history when every call is answered, or when an interrupted turn is repaired.
     answered: Vec<ContentBlock>,
+    /// The model's context window and the conversation's size in it.
+    context: Context,
 }
 
 impl Agent {
@@ -88,7 +93,24 @@ impl Agent {
             system,
             history: Vec::new(),
             answered: Vec::new(),
+            context: Context::default(),
         }
+    }
+
+    /// Sets the model's context window (by default that of an unknown model).
+    pub fn set_context_window(&mut self, settings: WindowSettings) {
+        self.context = Context::new(settings);
+    }
+
+    /// Replaces the older turns by a summary now (`/compact`); the history is unchanged
+    /// on error.
+    pub async fn compact(&mut self) -> Result<Compacted, CompactError> {
+        let compacted = self
+            .context
+            .compact_now(&mut self.history, &*self.provider, &self.renderer)
+            .await;
+        self.renderer.idle();
+        compacted
     }
 
     /// The conversation so far.
@@ -117,6 +139,14 @@ impl Agent {
             if self.history.last().is_none_or(|m| m.role != Role::User) {
                 return Ok(TurnEnd::Idle);
             }
+            let frame = Frame {
+                system: &self.system,
+                tools: &self.tool_definitions,
+            };
+            // A compaction is reported to the renderer as `Event::Compacted`.
+            self.context
+                .fit(&mut self.history, frame, &*self.provider, &self.renderer)
+                .await;
             let renderer = self.renderer.clone();
             let mut streamed_text = false;
             let mut on_event = |event: ModelEvent| match event {
@@ -164,6 +194,7 @@ impl Agent {
                     content,
                 });
             }
+            self.context.observe(&response.usage, self.history.len());
             if calls.is_empty() {
                 if stop == StopReason::MaxTokens {
                     self.renderer.emit(Event::Warning(

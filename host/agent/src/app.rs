@@ -102,6 +102,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         renderer.clone(),
         system,
     );
+    agent.set_context_window(config.context.clone());
 
     let outcome = match &cli.prompt {
         Some(prompt) => {

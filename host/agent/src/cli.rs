@@ -98,6 +98,13 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub network: bool,
 
+    /// The model's context window in tokens (also AGENT_CONTEXT_WINDOW, or `window` in the
+    /// [context] table of the agent's config.toml; by default known from the model's
+    /// name). Past `compact_at` of it (0.8 unless the [context] table says otherwise) old
+    /// tool results are cut and older turns replaced by a summary.
+    #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u64).range(1024..))]
+    pub context_window: Option<u64>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -32,6 +32,8 @@ pub enum ConfigError {
     Sandbox(#[from] crate::sandbox::SettingsError),
     #[error(transparent)]
     File(#[from] crate::config_file::ConfigFileError),
+    #[error("context settings: {0}")]
+    Context(#[from] crate::context::WindowError),
     #[error("{name} must be {what}, not {value:?}")]
     Invalid {
         name: &'static str,
@@ -75,6 +77,8 @@ pub struct Config {
     pub sandbox: crate::sandbox::Settings,
     /// The agent's own state, cache and config directories, which no command may reach.
     pub agent_dirs: Vec<PathBuf>,
+    /// The model's context window and when to compact.
+    pub context: crate::context::WindowSettings,
 }
 
 /// Model settings before the API key is required (plugin commands need no key).
@@ -169,6 +173,16 @@ impl Config {
         let file = ConfigFile::read(config_dir.as_deref())?;
         file.check_tables()?;
         let sandbox = sandbox_settings(cli, &file)?;
+        let context = crate::context::WindowSettings::resolve(
+            cli.context_window,
+            env("AGENT_CONTEXT_WINDOW"),
+            &file,
+            &cli.model,
+        )?;
+        let context = crate::context::WindowSettings {
+            answer_tokens: u64::from(cli.max_tokens),
+            ..context
+        };
         let cache_root = cache_dir
             .as_ref()
             .and_then(|d| d.parent().map(Path::to_path_buf));
@@ -209,6 +223,7 @@ impl Config {
             },
             sandbox,
             agent_dirs,
+            context,
         })
     }
 }

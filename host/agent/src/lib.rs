@@ -7,7 +7,9 @@
 //!   [`app`] builds everything from it and runs one-shot or [`repl`] mode; [`shutdown`] is
 //!   how either ends.
 //! - [`agent`] is the loop: it owns the conversation, calls the [`model`], runs tools through
-//!   the [`tools`] registry, and injects finished background tasks before each model call.
+//!   the [`tools`] registry, and injects finished background tasks before each model call;
+//!   [`context`] keeps each request inside the model's context window (cutting old tool
+//!   results, compacting older turns into a summary).
 //! - [`tools`] maps names to native tools (`bash`, background tasks) or plugin tools;
 //!   [`approval`] decides whether a command may run outside the sandbox (asking the user
 //!   through the REPL).
@@ -38,6 +40,7 @@ pub mod background_task;
 pub mod cli;
 pub mod config;
 pub mod config_file;
+pub mod context;
 pub mod dotenv;
 pub mod host_secrets;
 pub mod model;

@@ -56,6 +56,13 @@ pub enum Event<'a> {
         reason: &'a str,
     },
     Warning(&'a str),
+    /// Older turns were replaced by a summary to fit the context window.
+    Compacted(&'a crate::context::Compacted),
+    /// Large old tool results were cut to head and tail to fit the context window.
+    ResultsCut {
+        results: usize,
+        bytes: usize,
+    },
     TurnEnd {
         stop_reason: &'a str,
         input_tokens: u64,
@@ -170,6 +177,16 @@ impl Renderer {
                 delay.as_secs_f64()
             ),
             Event::Warning(text) => eprintln!("warning: {}", visible(text)),
+            Event::Compacted(c) => eprintln!(
+                "[context: {} earlier messages replaced by a summary, the last {} kept verbatim (~{} -> ~{} tokens)]",
+                c.kept_from,
+                c.messages_before - c.kept_from,
+                c.tokens_before,
+                c.tokens_after
+            ),
+            Event::ResultsCut { results, bytes } => eprintln!(
+                "[context: {results} old tool result(s) cut to head and tail ({bytes} bytes)]"
+            ),
             Event::TurnEnd { .. } => {}
         }
     }
@@ -212,6 +229,15 @@ fn json_event(event: &Event<'_>) -> Option<Value> {
             "type": "retry", "attempt": attempt, "delay_secs": delay.as_secs_f64(), "reason": reason
         }),
         Event::Warning(text) => json!({"type": "warning", "message": text}),
+        Event::Compacted(c) => json!({
+            "type": "compacted", "summary": c.summary, "kept_from": c.kept_from,
+            "messages_before": c.messages_before, "messages_after": c.messages_after,
+            "tokens_before": c.tokens_before, "tokens_after": c.tokens_after,
+            "usage": c.usage
+        }),
+        Event::ResultsCut { results, bytes } => {
+            json!({"type": "results_cut", "results": results, "bytes": bytes})
+        }
         Event::TurnEnd {
             stop_reason,
             input_tokens,

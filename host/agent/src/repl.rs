@@ -23,6 +23,7 @@ use crate::{task_commands, task_text};
 
 const HELP: &str = "Type a request for the agent. Commands:
   /tasks       list background tasks
+  /compact     replace the older turns by a summary now (recent turns stay verbatim)
   /kill ID     stop a background task
   /help        this help
   exit, q      quit (or Ctrl-D); Ctrl-C stops the running turn";
@@ -149,6 +150,22 @@ pub async fn run(
                 for task_line in task_commands::list(background) {
                     // Commands came from the model.
                     eprintln!("{}", one_line(&task_line));
+                }
+            }
+            "/compact" => {
+                let compacted = tokio::select! {
+                    compacted = agent.compact() => Some(compacted),
+                    () = shutdown_signal() => None,
+                };
+                match compacted {
+                    Some(Ok(c)) => renderer.emit(Event::Compacted(&c)),
+                    Some(Err(e)) => renderer.emit(Event::Warning(&format!(
+                        "/compact: {e} (the conversation is unchanged)"
+                    ))),
+                    None => {
+                        renderer.idle();
+                        eprintln!("\n[interrupted; the conversation is unchanged]");
+                    }
                 }
             }
             _ if line.starts_with("/kill") => match line["/kill".len()..].trim() {

@@ -1,5 +1,7 @@
 //! A scripted model for the loop's tests: it answers from a script and checks every
-//! request it gets against the Messages API's tool protocol.
+//! request it gets against the Messages API's tool protocol. Summary requests of a
+//! compaction (no tools, the summary system prompt) are answered apart, off the script,
+//! since when they come depends on sizes.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -23,14 +25,27 @@ pub(super) enum Turn {
 pub(super) struct Scripted {
     turns: Mutex<VecDeque<Turn>>,
     requests: Mutex<Vec<Vec<Message>>>,
+    /// The summary requests, and whether they fail.
+    summaries: Mutex<Vec<Vec<Message>>>,
+    fail_summaries: std::sync::atomic::AtomicBool,
 }
 
 impl Scripted {
     pub(super) fn new(turns: Vec<Turn>) -> Arc<Scripted> {
         Arc::new(Scripted {
             turns: Mutex::new(turns.into()),
-            requests: Mutex::default(),
+            ..Scripted::default()
         })
+    }
+
+    pub(super) fn summaries(&self) -> Vec<Vec<Message>> {
+        self.summaries.lock().unwrap().clone()
+    }
+
+    /// Makes every summary request fail from now on.
+    pub(super) fn fail_summaries(&self) {
+        self.fail_summaries
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub(super) fn requests(&self) -> Vec<Vec<Message>> {
@@ -46,6 +61,22 @@ impl ModelProvider for Scripted {
     ) -> ModelFuture<'a> {
         let messages = request.messages.to_vec();
         assert_protocol(&messages);
+        if request.tools.is_empty() && request.system == crate::context::compact::SUMMARY_SYSTEM {
+            self.summaries.lock().unwrap().push(messages);
+            let fail = self
+                .fail_summaries
+                .load(std::sync::atomic::Ordering::SeqCst);
+            return Box::pin(async move {
+                if fail {
+                    return Err(ModelError::Stream("the summary call failed".into()));
+                }
+                Ok(ModelResponse {
+                    content: vec![text("the user asked for work; files a.rs read")],
+                    stop_reason: StopReason::EndTurn,
+                    usage: Usage::default(),
+                })
+            });
+        }
         self.requests.lock().unwrap().push(messages);
         let turn = self.turns.lock().unwrap().pop_front();
         Box::pin(async move {
