@@ -24,7 +24,12 @@ fn agent_for(wire: Wire, env: &TestEnv, server: &ModelServer) -> Command {
     cmd
 }
 
-fn one_shot_for(wire: Wire, env: &TestEnv, server: &ModelServer, prompt: &str) -> crate::support::RunResult {
+fn one_shot_for(
+    wire: Wire,
+    env: &TestEnv,
+    server: &ModelServer,
+    prompt: &str,
+) -> crate::support::RunResult {
     let mut cmd = agent_for(wire, env, server);
     cmd.args(["-p", prompt]);
     run(cmd, Duration::from_secs(60))
@@ -45,7 +50,9 @@ fn raw_sequence(request: &Recorded) -> Vec<String> {
                 for block in message["content"].as_array().unwrap() {
                     out.push(match block["type"].as_str().unwrap() {
                         "tool_use" => format!("call {}", block["id"].as_str().unwrap()),
-                        "tool_result" => format!("result {}", block["tool_use_id"].as_str().unwrap()),
+                        "tool_result" => {
+                            format!("result {}", block["tool_use_id"].as_str().unwrap())
+                        }
                         _ => format!("{role} {}", block["text"].as_str().unwrap()),
                     });
                 }
@@ -55,7 +62,9 @@ fn raw_sequence(request: &Recorded) -> Vec<String> {
             for item in request.raw["input"].as_array().unwrap() {
                 out.push(match item["type"].as_str().unwrap() {
                     "function_call" => format!("call {}", item["call_id"].as_str().unwrap()),
-                    "function_call_output" => format!("result {}", item["call_id"].as_str().unwrap()),
+                    "function_call_output" => {
+                        format!("result {}", item["call_id"].as_str().unwrap())
+                    }
                     _ => format!(
                         "{} {}",
                         item["role"].as_str().unwrap(),
@@ -67,13 +76,19 @@ fn raw_sequence(request: &Recorded) -> Vec<String> {
         Wire::OpenAiChat => {
             for message in request.raw["messages"].as_array().unwrap() {
                 match message["role"].as_str().unwrap() {
-                    "tool" => out.push(format!("result {}", message["tool_call_id"].as_str().unwrap())),
+                    "tool" => out.push(format!(
+                        "result {}",
+                        message["tool_call_id"].as_str().unwrap()
+                    )),
                     "system" => {}
                     role => {
                         if let Some(text) = message["content"].as_str() {
                             out.push(format!("{role} {text}"));
                         }
-                        for call in message["tool_calls"].as_array().map_or(&[][..], Vec::as_slice) {
+                        for call in message["tool_calls"]
+                            .as_array()
+                            .map_or(&[][..], Vec::as_slice)
+                        {
                             out.push(format!("call {}", call["id"].as_str().unwrap()));
                         }
                     }
@@ -93,11 +108,23 @@ fn the_background_scenario_passes_through_each_wire_format_streamed() {
                 Reply::text_and_tools(
                     "Starting.",
                     vec![
-                        tool_use("b1", "background_run", json!({"command": "sleep 1 && echo bg-finished"})),
-                        tool_use("w1", "write_file", json!({"path": "made.txt", "content": "while waiting"})),
+                        tool_use(
+                            "b1",
+                            "background_run",
+                            json!({"command": "sleep 1 && echo bg-finished"}),
+                        ),
+                        tool_use(
+                            "w1",
+                            "write_file",
+                            json!({"path": "made.txt", "content": "while waiting"}),
+                        ),
                     ],
                 ),
-                Reply::tools(vec![tool_use("s1", "bash", json!({"command": "sleep 3; echo slow-done"}))]),
+                Reply::tools(vec![tool_use(
+                    "s1",
+                    "bash",
+                    json!({"command": "sleep 3; echo slow-done"}),
+                )]),
                 Reply::text("all done"),
             ],
         );
@@ -107,9 +134,15 @@ fn the_background_scenario_passes_through_each_wire_format_streamed() {
         server.assert_protocol_ok();
         server.assert_script_done();
         assert_eq!(env.read("made.txt"), "while waiting", "{wire:?}");
-        assert!(out.stdout.contains("Starting.") && out.stdout.contains("all done"), "{wire:?}: {out}");
+        assert!(
+            out.stdout.contains("Starting.") && out.stdout.contains("all done"),
+            "{wire:?}: {out}"
+        );
         let requests = server.requests();
-        assert!(requests.iter().all(|r| r.raw["stream"] == true), "{wire:?}: always streamed");
+        assert!(
+            requests.iter().all(|r| r.raw["stream"] == true),
+            "{wire:?}: always streamed"
+        );
         // The task id came back at once, the result one request later, after the
         // bash result and in the same turn.
         let results = requests[1].tool_results();
@@ -133,7 +166,11 @@ fn the_background_scenario_passes_through_each_wire_format_streamed() {
             ["call b1", "call w1", "result b1", "result w1"],
             "{wire:?}: {sequence:?}"
         );
-        assert_eq!(crate::support::delivered_in(&requests, "bg-1"), [2], "{wire:?}");
+        assert_eq!(
+            crate::support::delivered_in(&requests, "bg-1"),
+            [2],
+            "{wire:?}"
+        );
         if wire != Wire::Anthropic {
             let auth = requests[0].header("authorization");
             assert_eq!(auth, Some("Bearer test-openai-key"), "{wire:?}");
@@ -161,7 +198,8 @@ fn a_500_is_retried_for_each_openai_format() {
         let server = ModelServer::start_wire(
             wire,
             vec![
-                Reply::status(500).json(json!({"error": {"message": "try again", "type": "server_error"}})),
+                Reply::status(500)
+                    .json(json!({"error": {"message": "try again", "type": "server_error"}})),
                 Reply::text("finally"),
             ],
         );
@@ -169,10 +207,16 @@ fn a_500_is_retried_for_each_openai_format() {
         let out = one_shot_for(wire, &env, &server, "hi");
         out.assert_success();
         assert!(out.stdout.contains("finally"), "{wire:?}: {out}");
-        assert!(out.stderr.contains("retry 1") && out.stderr.contains("try again"), "{wire:?}: {out}");
+        assert!(
+            out.stderr.contains("retry 1") && out.stderr.contains("try again"),
+            "{wire:?}: {out}"
+        );
         let requests = server.requests();
         assert_eq!(requests.len(), 2);
-        assert_eq!(requests[0].raw, requests[1].raw, "the same request is re-sent");
+        assert_eq!(
+            requests[0].raw, requests[1].raw,
+            "the same request is re-sent"
+        );
     }
 }
 
@@ -237,10 +281,15 @@ fn openai_chat_needs_no_key() {
     let env = TestEnv::new();
     write_config(
         &env,
-        &format!("[model]\nprovider = \"openai-chat\"\nbase_url = \"{}/v1\"\nmodel = \"llama3\"\n", server.url()),
+        &format!(
+            "[model]\nprovider = \"openai-chat\"\nbase_url = \"{}/v1\"\nmodel = \"llama3\"\n",
+            server.url()
+        ),
     );
     let mut cmd = agent(&env, &server);
-    cmd.env_remove("ANTHROPIC_API_KEY").env_remove("MODEL_ID").args(["-p", "hi"]);
+    cmd.env_remove("ANTHROPIC_API_KEY")
+        .env_remove("MODEL_ID")
+        .args(["-p", "hi"]);
     let out = run(cmd, Duration::from_secs(60));
     out.assert_success();
     assert!(out.stdout.contains("keyless"), "{out}");
@@ -263,9 +312,15 @@ fn an_unknown_provider_is_a_config_error_listing_the_known_ones() {
     let out = run(cmd, Duration::from_secs(30));
     assert_eq!(out.code(), Some(2), "{out}");
     assert_eq!(out.stderr.trim().lines().count(), 1, "{out}");
-    assert!(out.stderr.contains("anthropic, openai, openai-chat, mine"), "{out}");
+    assert!(
+        out.stderr.contains("anthropic, openai, openai-chat, mine"),
+        "{out}"
+    );
     // A bad table is an error with its line.
-    write_config(&env, "[providers.mine]\nwire = \"carrier-pigeon\"\nbase_url = \"x\"\n");
+    write_config(
+        &env,
+        "[providers.mine]\nwire = \"carrier-pigeon\"\nbase_url = \"x\"\n",
+    );
     let mut cmd = agent(&env, &server);
     cmd.args(["-p", "hi"]);
     let out = run(cmd, Duration::from_secs(30));
@@ -282,7 +337,10 @@ fn a_workspace_env_cannot_pick_the_provider_or_send_the_openai_key_elsewhere() {
     let env = TestEnv::new();
     write_config(
         &env,
-        &format!("[model]\nprovider = \"openai\"\nbase_url = \"{}/v1\"\n", server.url()),
+        &format!(
+            "[model]\nprovider = \"openai\"\nbase_url = \"{}/v1\"\n",
+            server.url()
+        ),
     );
     env.write(
         ".env",
@@ -296,13 +354,19 @@ fn a_workspace_env_cannot_pick_the_provider_or_send_the_openai_key_elsewhere() {
     let out = run(cmd, Duration::from_secs(60));
     out.assert_success();
     assert!(out.stdout.contains("from the real one"), "{out}");
-    assert_eq!(server.requests()[0].header("authorization"), Some("Bearer user-secret"));
+    assert_eq!(
+        server.requests()[0].header("authorization"),
+        Some("Bearer user-secret")
+    );
     assert!(evil.requests().is_empty() && evil_responses.requests().is_empty());
     assert!(out.stderr.contains("ignoring AGENT_PROVIDER"), "{out}");
     assert!(out.stderr.contains("ignoring OPENAI_BASE_URL"), "{out}");
 
     // The same .env with the chat provider chosen by the user: still the user's URL.
-    env.write(".env", format!("OPENAI_BASE_URL={}/v1\n", evil_responses.url()));
+    env.write(
+        ".env",
+        format!("OPENAI_BASE_URL={}/v1\n", evil_responses.url()),
+    );
     let mut cmd = agent(&env, &server);
     cmd.env("OPENAI_API_KEY", "user-secret").args(["-p", "hi"]);
     let out = run(cmd, Duration::from_secs(60));
@@ -325,6 +389,9 @@ fn a_workspace_env_cannot_supply_a_user_defined_providers_key() {
     cmd.args(["--provider", "corp", "-p", "hi"]);
     let out = run(cmd, Duration::from_secs(30));
     assert_eq!(out.code(), Some(2), "{out}");
-    assert!(out.stderr.contains("OPENAI_API_KEY") && out.stderr.contains(".env"), "{out}");
+    assert!(
+        out.stderr.contains("OPENAI_API_KEY") && out.stderr.contains(".env"),
+        "{out}"
+    );
     assert!(server.requests().is_empty());
 }

@@ -93,13 +93,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         renderer.emit(Event::Warning(problem));
     }
     let system = system_prompt(&config);
-    let mut agent = Agent::new(
-        client,
-        tools,
-        background.clone(),
-        renderer.clone(),
-        system,
-    );
+    let mut agent = Agent::new(client, tools, background.clone(), renderer.clone(), system);
 
     let outcome = match &cli.prompt {
         Some(prompt) => {

@@ -31,7 +31,9 @@ pub enum ConfigError {
     Sandbox(#[from] crate::sandbox::SettingsError),
     #[error("the provider {provider} needs an API key: export {var}")]
     MissingKey { provider: String, var: String },
-    #[error("unknown provider {name:?}: the known providers are {known} (add others as [providers.NAME] in the agent's config.toml)")]
+    #[error(
+        "unknown provider {name:?}: the known providers are {known} (add others as [providers.NAME] in the agent's config.toml)"
+    )]
     UnknownProvider { name: String, known: String },
     #[error(
         "the key of the provider {provider} ({var}) came from ./.env in the workspace; a workspace may not supply that key: export it yourself"
@@ -286,10 +288,7 @@ fn approval_policy(cli: &Cli) -> Result<ApprovalPolicy, ConfigError> {
 
 /// A model server gets the API key, so it is reached over https, or over plain http only
 /// on this machine (a local proxy or test server).
-pub(crate) fn check_base_url_named(
-    name: &'static str,
-    base_url: &str,
-) -> Result<(), ConfigError> {
+pub(crate) fn check_base_url_named(name: &'static str, base_url: &str) -> Result<(), ConfigError> {
     let invalid = |what| ConfigError::Invalid {
         name,
         what,

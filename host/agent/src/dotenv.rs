@@ -143,8 +143,7 @@ fn decide(text: &str, is_set: impl Fn(&str) -> bool) -> DotEnv {
             }
         }
     }
-    let key_from_file =
-        |key: &str| wanted.iter().any(|(name, _)| name == key) && !is_set(key);
+    let key_from_file = |key: &str| wanted.iter().any(|(name, _)| name == key) && !is_set(key);
     let unpaired = |name: &str| {
         PAIRS
             .iter()

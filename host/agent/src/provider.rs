@@ -243,11 +243,13 @@ impl AnthropicConfigDraft {
             .headers
             .iter()
             .map(|(name, value)| {
-                let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                    .with_context(|| format!("provider {}: bad header name {name:?}", self.provider))?;
-                let mut value = reqwest::header::HeaderValue::from_str(value).with_context(|| {
-                    format!("provider {}: bad value of header {name}", self.provider)
-                })?;
+                let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).with_context(
+                    || format!("provider {}: bad header name {name:?}", self.provider),
+                )?;
+                let mut value =
+                    reqwest::header::HeaderValue::from_str(value).with_context(|| {
+                        format!("provider {}: bad value of header {name}", self.provider)
+                    })?;
                 // Extra headers often carry credentials too.
                 value.set_sensitive(true);
                 Ok((name, value))

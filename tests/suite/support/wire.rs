@@ -64,7 +64,9 @@ fn arguments(value: &Value, at: &str, v: &mut Vec<String>) -> Value {
     match value.as_str().map(serde_json::from_str::<Value>) {
         Some(Ok(parsed)) => parsed,
         _ => {
-            v.push(format!("{at}: `arguments` must be a string of JSON, got {value}"));
+            v.push(format!(
+                "{at}: `arguments` must be a string of JSON, got {value}"
+            ));
             json!({})
         }
     }
@@ -85,16 +87,29 @@ fn normalize_responses(body: &Value, v: &mut Vec<String>) -> Value {
         v.push(format!("`store` must be false, got {}", body["store"]));
     }
     let mut messages = Vec::new();
-    for (i, item) in body["input"].as_array().map_or(&[][..], Vec::as_slice).iter().enumerate() {
+    for (i, item) in body["input"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .enumerate()
+    {
         let at = format!("input[{i}]");
         match (item["type"].as_str(), item["role"].as_str()) {
             (Some("message"), Some(role @ ("user" | "assistant"))) => {
-                let want = if role == "user" { "input_text" } else { "output_text" };
+                let want = if role == "user" {
+                    "input_text"
+                } else {
+                    "output_text"
+                };
                 for part in item["content"].as_array().map_or(&[][..], Vec::as_slice) {
                     if part["type"] != want {
                         v.push(format!("{at}: a {role} part must be {want}, got {part}"));
                     }
-                    push_block(&mut messages, role, json!({"type": "text", "text": part["text"]}));
+                    push_block(
+                        &mut messages,
+                        role,
+                        json!({"type": "text", "text": part["text"]}),
+                    );
                 }
             }
             (Some("function_call"), _) => {
@@ -147,12 +162,19 @@ fn normalize_chat(body: &Value, v: &mut Vec<String>) -> Value {
     }
     let mut system = None;
     let mut messages = Vec::new();
-    for (i, message) in body["messages"].as_array().map_or(&[][..], Vec::as_slice).iter().enumerate() {
+    for (i, message) in body["messages"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .enumerate()
+    {
         let at = format!("messages[{i}]");
         match message["role"].as_str() {
             Some("system") if i == 0 => system = Some(message["content"].clone()),
             Some("user") => match message["content"].as_str() {
-                Some(text) => push_block(&mut messages, "user", json!({"type": "text", "text": text})),
+                Some(text) => {
+                    push_block(&mut messages, "user", json!({"type": "text", "text": text}))
+                }
                 None => v.push(format!("{at}: user content must be a string")),
             },
             Some("assistant") => {
@@ -164,11 +186,15 @@ fn normalize_chat(body: &Value, v: &mut Vec<String>) -> Value {
                         json!({"type": "text", "text": text}),
                     ),
                     Value::Null if calls.is_some() => {}
-                    other => v.push(format!("{at}: assistant content {other} without tool calls")),
+                    other => v.push(format!(
+                        "{at}: assistant content {other} without tool calls"
+                    )),
                 }
                 for call in calls.map_or(&[][..], Vec::as_slice) {
                     if call["type"] != "function" || !call["id"].is_string() {
-                        v.push(format!("{at}: a tool call needs an id and type function: {call}"));
+                        v.push(format!(
+                            "{at}: a tool call needs an id and type function: {call}"
+                        ));
                     }
                     let input = arguments(&call["function"]["arguments"], &at, v);
                     push_block(
@@ -180,7 +206,9 @@ fn normalize_chat(body: &Value, v: &mut Vec<String>) -> Value {
             }
             Some("tool") => {
                 if !message["tool_call_id"].is_string() || !message["content"].is_string() {
-                    v.push(format!("{at}: a tool message needs tool_call_id and string content"));
+                    v.push(format!(
+                        "{at}: a tool message needs tool_call_id and string content"
+                    ));
                 }
                 push_block(
                     &mut messages,
@@ -265,8 +293,22 @@ pub fn render_message(
     let stream = request.raw["stream"] == true;
     match request.wire {
         Wire::Anthropic => unreachable!("rendered by reply.rs"),
-        Wire::OpenAi => responses(text, tools, stop_reason, (input_tokens, output_tokens), stream, seq),
-        Wire::OpenAiChat => chat(text, tools, stop_reason, (input_tokens, output_tokens), stream, seq),
+        Wire::OpenAi => responses(
+            text,
+            tools,
+            stop_reason,
+            (input_tokens, output_tokens),
+            stream,
+            seq,
+        ),
+        Wire::OpenAiChat => chat(
+            text,
+            tools,
+            stop_reason,
+            (input_tokens, output_tokens),
+            stream,
+            seq,
+        ),
     }
 }
 
@@ -284,8 +326,10 @@ fn responses(
             "content": [{"type": "output_text", "text": text, "annotations": []}]}));
     }
     for tool in tools {
-        items.push(json!({"type": "function_call", "id": format!("fc_{}", tool.id), "call_id": tool.id,
-            "name": tool.name, "arguments": tool.input.to_string(), "status": "completed"}));
+        items.push(
+            json!({"type": "function_call", "id": format!("fc_{}", tool.id), "call_id": tool.id,
+            "name": tool.name, "arguments": tool.input.to_string(), "status": "completed"}),
+        );
     }
     let incomplete = stop_reason == "max_tokens";
     let usage = json!({"input_tokens": input, "output_tokens": output,
@@ -303,33 +347,53 @@ fn responses(
     let mut event = |data: Value| {
         events.push((data["type"].as_str().unwrap_or("").to_string(), data));
     };
-    event(json!({"type": "response.created", "response": {"id": format!("resp_{seq}"), "status": "in_progress", "output": []}}));
+    event(
+        json!({"type": "response.created", "response": {"id": format!("resp_{seq}"), "status": "in_progress", "output": []}}),
+    );
     for (index, item) in items.iter().enumerate() {
         if item["type"] == "message" {
-            event(json!({"type": "response.output_item.added", "output_index": index,
-                "item": {"type": "message", "id": item["id"], "role": "assistant", "content": [], "status": "in_progress"}}));
-            event(json!({"type": "response.content_part.added", "output_index": index, "content_index": 0,
-                "part": {"type": "output_text", "text": ""}}));
+            event(
+                json!({"type": "response.output_item.added", "output_index": index,
+                "item": {"type": "message", "id": item["id"], "role": "assistant", "content": [], "status": "in_progress"}}),
+            );
+            event(
+                json!({"type": "response.content_part.added", "output_index": index, "content_index": 0,
+                "part": {"type": "output_text", "text": ""}}),
+            );
             for piece in split_pieces(text) {
-                event(json!({"type": "response.output_text.delta", "item_id": item["id"], "output_index": index,
-                    "content_index": 0, "delta": piece}));
+                event(
+                    json!({"type": "response.output_text.delta", "item_id": item["id"], "output_index": index,
+                    "content_index": 0, "delta": piece}),
+                );
             }
-            event(json!({"type": "response.output_text.done", "output_index": index, "content_index": 0, "text": text}));
+            event(
+                json!({"type": "response.output_text.done", "output_index": index, "content_index": 0, "text": text}),
+            );
         } else {
             let arguments = item["arguments"].as_str().unwrap_or_default();
-            event(json!({"type": "response.output_item.added", "output_index": index,
+            event(
+                json!({"type": "response.output_item.added", "output_index": index,
                 "item": {"type": "function_call", "id": item["id"], "call_id": item["call_id"],
-                    "name": item["name"], "arguments": "", "status": "in_progress"}}));
+                    "name": item["name"], "arguments": "", "status": "in_progress"}}),
+            );
             for piece in split_pieces(arguments) {
-                event(json!({"type": "response.function_call_arguments.delta", "item_id": item["id"],
-                    "output_index": index, "delta": piece}));
+                event(
+                    json!({"type": "response.function_call_arguments.delta", "item_id": item["id"],
+                    "output_index": index, "delta": piece}),
+                );
             }
-            event(json!({"type": "response.function_call_arguments.done", "item_id": item["id"],
-                "output_index": index, "arguments": arguments}));
+            event(
+                json!({"type": "response.function_call_arguments.done", "item_id": item["id"],
+                "output_index": index, "arguments": arguments}),
+            );
         }
         event(json!({"type": "response.output_item.done", "output_index": index, "item": item}));
     }
-    let last = if incomplete { "response.incomplete" } else { "response.completed" };
+    let last = if incomplete {
+        "response.incomplete"
+    } else {
+        "response.completed"
+    };
     event(json!({"type": last, "response": response}));
     sse_body(&events)
 }
@@ -363,10 +427,16 @@ fn chat(
             "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}));
     }
     let chunk = |delta: Value, finish: Value| {
-        (String::new(), json!({"id": id, "object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+        (
+            String::new(),
+            json!({"id": id, "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+        )
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     for piece in split_pieces(text).into_iter().filter(|p| !p.is_empty()) {
         events.push(chunk(json!({"content": piece}), Value::Null));
     }
@@ -384,20 +454,34 @@ fn chat(
         }
     }
     events.push(chunk(json!({}), json!(finish)));
-    events.push((String::new(), json!({"id": id, "object": "chat.completion.chunk", "choices": [], "usage": usage})));
+    events.push((
+        String::new(),
+        json!({"id": id, "object": "chat.completion.chunk", "choices": [], "usage": usage}),
+    ));
     let mut rendered = sse_body(&events);
     rendered.body.extend_from_slice(b"data: [DONE]\n\n");
     rendered
 }
 
 /// A stream that fails midway, in the request's format.
-pub fn render_stream_error(error_type: &str, message: &str, request: &Recorded, seq: usize) -> Rendered {
+pub fn render_stream_error(
+    error_type: &str,
+    message: &str,
+    request: &Recorded,
+    seq: usize,
+) -> Rendered {
     let error = json!({"code": error_type, "message": message});
     match request.wire {
         Wire::Anthropic => unreachable!("rendered by reply.rs"),
         Wire::OpenAi => sse_body(&[
-            ("response.created".into(), json!({"type": "response.created", "response": {"id": format!("resp_{seq}")}})),
-            ("response.failed".into(), json!({"type": "response.failed", "response": {"status": "failed", "error": error}})),
+            (
+                "response.created".into(),
+                json!({"type": "response.created", "response": {"id": format!("resp_{seq}")}}),
+            ),
+            (
+                "response.failed".into(),
+                json!({"type": "response.failed", "response": {"status": "failed", "error": error}}),
+            ),
         ]),
         Wire::OpenAiChat => sse_body(&[(String::new(), json!({"error": error}))]),
     }

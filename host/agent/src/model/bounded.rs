@@ -182,7 +182,6 @@ where
     }
 }
 
-
 /// The text, tool input, ids and names kept of one answer, counted against
 /// [`Limits::content_bytes`]: they stay in the conversation and go back with every request.
 pub(super) struct Budget {

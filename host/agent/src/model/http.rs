@@ -52,8 +52,7 @@ pub struct Endpoint {
 }
 
 /// The bytes of a streamed answer, as they arrive.
-pub(super) type ByteStream =
-    Pin<Box<dyn Stream<Item = Result<bytes::Bytes, ModelError>> + Send>>;
+pub(super) type ByteStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, ModelError>> + Send>>;
 
 /// A successful answer: a whole JSON document (a server that ignores `stream`), or the
 /// events of a stream.

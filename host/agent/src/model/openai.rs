@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-pub use super::openai_common::{DEFAULT_BASE_URL, OpenAiConfig};
 use super::bounded::Budget;
 use super::http::{Answer, Endpoint};
+pub use super::openai_common::{DEFAULT_BASE_URL, OpenAiConfig};
 use super::openai_common::{split_user, usage};
 use super::{
     ContentBlock, Message, ModelError, ModelEvent, ModelFuture, ModelProvider, ModelRequest,
@@ -247,11 +247,12 @@ impl ResponsesAnswer {
                 }
             }
             "response.function_call_arguments.done" => {
-                if let Some(full) = data["arguments"].as_str() {
-                    if let Item::Call { arguments, .. } = call(&mut self.items, index) {
-                        self.budget.take(full.len().saturating_sub(arguments.len()))?;
-                        *arguments = full.to_string();
-                    }
+                if let Some(full) = data["arguments"].as_str()
+                    && let Item::Call { arguments, .. } = call(&mut self.items, index)
+                {
+                    self.budget
+                        .take(full.len().saturating_sub(arguments.len()))?;
+                    *arguments = full.to_string();
                 }
             }
             "response.completed" | "response.incomplete" => {
@@ -275,7 +276,6 @@ impl ResponsesAnswer {
         }
         Ok(None)
     }
-
 
     fn finish(&mut self, stop: Option<StopReason>, usage: Usage) -> ModelResponse {
         let mut content = Vec::new();
@@ -378,12 +378,10 @@ pub(super) fn parse_response(response: &Value) -> Result<ModelResponse, ModelErr
         }
     }
     let stop = match response["status"].as_str() {
-        Some("incomplete") => Some(
-            match response["incomplete_details"]["reason"].as_str() {
-                Some("max_output_tokens") | None => StopReason::MaxTokens,
-                Some(other) => StopReason::Other(other.to_string()),
-            },
-        ),
+        Some("incomplete") => Some(match response["incomplete_details"]["reason"].as_str() {
+            Some("max_output_tokens") | None => StopReason::MaxTokens,
+            Some(other) => StopReason::Other(other.to_string()),
+        }),
         _ => None,
     };
     Ok(ModelResponse {

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-pub use super::openai_common::{DEFAULT_BASE_URL, OpenAiConfig};
 use super::bounded::Budget;
 use super::http::{Answer, Endpoint};
+pub use super::openai_common::{DEFAULT_BASE_URL, OpenAiConfig};
 use super::openai_common::{split_user, usage};
 use super::{
     ContentBlock, Message, ModelError, ModelEvent, ModelFuture, ModelProvider, ModelRequest,

@@ -35,8 +35,10 @@ fn tool_calls_are_assembled_from_pieces_by_index() {
     let (response, streamed) = assemble(&[
         delta(json!({"role": "assistant", "content": "Let me "})),
         delta(json!({"content": "look."})),
-        delta(json!({"tool_calls": [{"index": 0, "id": "call_a", "type": "function",
-            "function": {"name": "read_file", "arguments": ""}}]})),
+        delta(
+            json!({"tool_calls": [{"index": 0, "id": "call_a", "type": "function",
+            "function": {"name": "read_file", "arguments": ""}}]}),
+        ),
         delta(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"pa"}}]})),
         delta(json!({"tool_calls": [{"index": 1, "id": "call_b",
             "function": {"name": "bash", "arguments": "{\"command\":"}}]})),
@@ -74,7 +76,9 @@ fn tool_calls_are_assembled_from_pieces_by_index() {
 #[test]
 fn broken_arguments_are_kept_as_invalid_input_and_length_is_max_tokens() {
     let (response, _) = assemble(&[
-        delta(json!({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "bash", "arguments": "{\"command\": \"l"}}]})),
+        delta(
+            json!({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "bash", "arguments": "{\"command\": \"l"}}]}),
+        ),
         json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}),
     ]);
     assert_eq!(response.stop_reason, StopReason::MaxTokens);
@@ -87,7 +91,8 @@ fn broken_arguments_are_kept_as_invalid_input_and_length_is_max_tokens() {
 #[test]
 fn the_content_budget_holds_for_arguments() {
     let mut answer = ChatAnswer::new(budget(10));
-    let big = delta(json!({"tool_calls": [{"index": 0, "function": {"arguments": "x".repeat(11)}}]}));
+    let big =
+        delta(json!({"tool_calls": [{"index": 0, "function": {"arguments": "x".repeat(11)}}]}));
     let error = answer.push(&big, &mut |_| {}).unwrap_err();
     assert!(matches!(error, ModelError::TooLarge { .. }), "{error}");
 }

@@ -109,7 +109,9 @@ fn outputs_come_after_their_call_and_the_background_text_after_them() {
                     content: "boom".into(),
                     is_error: true,
                 },
-                ContentBlock::Text { text: "<background-results>".into() },
+                ContentBlock::Text {
+                    text: "<background-results>".into(),
+                },
             ],
         },
     ];
