@@ -395,3 +395,39 @@ fn a_workspace_env_cannot_supply_a_user_defined_providers_key() {
     );
     assert!(server.requests().is_empty());
 }
+
+#[test]
+fn flags_and_environment_win_over_the_config_file() {
+    let server = ModelServer::start_wire(Wire::OpenAi, vec![Reply::text("from env")]);
+    let env = TestEnv::new();
+    write_config(
+        &env,
+        "[model]\nprovider = \"openai-chat\"\nmodel = \"from-file\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmax_tokens = 100\n",
+    );
+    let mut cmd = agent(&env, &server);
+    cmd.env("AGENT_PROVIDER", "openai")
+        .env("OPENAI_API_KEY", "k")
+        .env("OPENAI_BASE_URL", format!("{}/v1", server.url()))
+        .args(["--max-tokens", "50", "-p", "hi"]);
+    let out = run(cmd, Duration::from_secs(60));
+    out.assert_success();
+    let request = &server.requests()[0];
+    assert_eq!(request.raw["model"], "test-model", "MODEL_ID wins");
+    assert_eq!(request.raw["max_output_tokens"], 50, "the flag wins");
+    server.assert_protocol_ok();
+}
+
+#[test]
+fn a_bad_extra_header_is_a_config_error() {
+    let server = ModelServer::start(vec![]);
+    let env = TestEnv::new();
+    write_config(
+        &env,
+        "[providers.x]\nwire = \"openai-chat\"\nbase_url = \"http://127.0.0.1:9\"\nheaders = { \"bad header\" = \"v\" }\n",
+    );
+    let mut cmd = agent(&env, &server);
+    cmd.args(["--provider", "x", "-p", "hi"]);
+    let out = run(cmd, Duration::from_secs(30));
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.stderr.contains("bad header"), "{out}");
+}

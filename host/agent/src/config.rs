@@ -103,6 +103,9 @@ pub struct AnthropicConfigDraft {
     pub key_optional: bool,
     /// Extra headers of a user-defined provider.
     pub headers: Vec<(String, String)>,
+    /// Where `provider`, `model`, `base_url` and `max_tokens` came from (a flag or
+    /// variable, `config.toml [table] key`, or `default`), for `agent config show`.
+    pub sources: Vec<(&'static str, String)>,
 }
 
 /// Retries after a model call's first attempt, and the first backoff delay.

@@ -136,6 +136,35 @@ pub fn resolve(cli: &Cli, config_dir: Option<&Path>) -> Result<AnthropicConfigDr
             .or(table.model.clone())
             .unwrap_or_else(|| wire.default_model().to_string())
     };
+    let mut sources = vec![
+        (
+            "provider",
+            source(
+                cli.provider.is_some(),
+                "--provider or AGENT_PROVIDER",
+                table.provider.is_some(),
+                "[model] provider",
+            ),
+        ),
+        (
+            "max_tokens",
+            source(
+                cli.max_tokens.is_some(),
+                "--max-tokens",
+                table.max_tokens.is_some(),
+                "[model] max_tokens",
+            ),
+        ),
+    ];
+    let model_source = |own: bool, own_name: String| {
+        if cli.model.is_some() {
+            "--model or MODEL_ID".to_string()
+        } else if own {
+            own_name
+        } else {
+            source(false, "", table.model.is_some(), "[model] model")
+        }
+    };
     if let Some(wire) = BUILT_IN.iter().copied().find(|w| w.name() == name) {
         let (url_var, key_var, default_url) = match wire {
             Wire::Anthropic => (
@@ -155,6 +184,15 @@ pub fn resolve(cli: &Cli, config_dir: Option<&Path>) -> Result<AnthropicConfigDr
             (None, None) => (default_url.to_string(), url_var),
         };
         crate::config::check_base_url_named(url_name, &base_url)?;
+        sources.push(("model", model_source(false, String::new())));
+        sources.push((
+            "base_url",
+            match (url_name == url_var, env(url_var).is_some()) {
+                (true, true) => url_var.to_string(),
+                (true, false) => "default".to_string(),
+                (false, _) => "config.toml [model] base_url".to_string(),
+            },
+        ));
         return Ok(AnthropicConfigDraft {
             base_url,
             api_key: env(key_var),
@@ -165,6 +203,7 @@ pub fn resolve(cli: &Cli, config_dir: Option<&Path>) -> Result<AnthropicConfigDr
             key_env: Some(key_var.to_string()),
             key_optional: wire == Wire::OpenAiChat,
             headers: Vec::new(),
+            sources,
         });
     }
     let Some(own) = providers.get(&name) else {
@@ -189,7 +228,31 @@ pub fn resolve(cli: &Cli, config_dir: Option<&Path>) -> Result<AnthropicConfigDr
         Some(var) => env(var),
         None => None,
     };
+    for (header, value) in &own.headers {
+        if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err()
+            || reqwest::header::HeaderValue::from_str(value).is_err()
+        {
+            return Err(file_error(
+                path.as_deref(),
+                format!(
+                    "[providers.{name}] headers: {header:?} is not a valid HTTP header name and value"
+                ),
+            ));
+        }
+    }
+    sources.push((
+        "model",
+        model_source(
+            own.model.is_some(),
+            format!("config.toml [providers.{name}] model"),
+        ),
+    ));
+    sources.push((
+        "base_url",
+        format!("config.toml [providers.{name}] base_url"),
+    ));
     Ok(AnthropicConfigDraft {
+        sources,
         base_url: own.base_url.clone(),
         api_key,
         model: model(own.model.as_ref(), own.wire),
@@ -205,6 +268,18 @@ pub fn resolve(cli: &Cli, config_dir: Option<&Path>) -> Result<AnthropicConfigDr
             .collect(),
         provider: name,
     })
+}
+
+/// Where a setting came from: the flag or environment, else the config file, else the
+/// default.
+fn source(given: bool, flag: &str, in_file: bool, key: &str) -> String {
+    if given {
+        flag.to_string()
+    } else if in_file {
+        format!("config.toml {key}")
+    } else {
+        "default".to_string()
+    }
 }
 
 fn file_error(path: Option<&Path>, message: String) -> ConfigError {
