@@ -431,3 +431,18 @@ fn a_bad_extra_header_is_a_config_error() {
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(out.stderr.contains("bad header"), "{out}");
 }
+
+#[test]
+fn a_stream_that_fails_midway_is_an_error_and_not_re_posted() {
+    for wire in [Wire::OpenAi, Wire::OpenAiChat] {
+        let server = ModelServer::start_wire(
+            wire,
+            vec![Reply::stream_error("server_error", "boom midway")],
+        );
+        let env = TestEnv::new();
+        let out = one_shot_for(wire, &env, &server, "hi");
+        assert_eq!(out.code(), Some(1), "{wire:?}: {out}");
+        assert!(out.stderr.contains("boom midway"), "{wire:?}: {out}");
+        assert_eq!(server.requests().len(), 1, "{wire:?}");
+    }
+}
