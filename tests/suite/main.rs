@@ -13,6 +13,7 @@ mod harness_selftest;
 mod hostile;
 mod model_api;
 mod plugins;
+mod providers;
 mod repl;
 mod sandbox;
 mod security_escapes;

@@ -13,7 +13,6 @@ use crate::approval::{ApprovalPolicy, Approvals};
 use crate::background::{BackgroundConfig, BackgroundManager};
 use crate::cli::{Cli, Command, SandboxCommand};
 use crate::config::Config;
-use crate::model::anthropic::AnthropicClient;
 use crate::render::{Event, Renderer};
 use crate::sandbox::Sandbox;
 use crate::shutdown::{Outcome, shutdown_signal};
@@ -49,8 +48,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     // Before anything runs: a memory cap that cannot be enforced here refuses the run.
     crate::task_cgroup::configure(config.task_cgroups)?;
     // Check the key before the slower plugin loading, so a missing key fails at once.
-    let client =
-        AnthropicClient::new(config.model.require_key()?).context("creating the HTTP client")?;
+    let client = config.model.client()?;
     let (plugins, plugin_problems) = crate::plugin_commands::catalog(&config).load().await?;
     crate::orphans::spawn_orphan_reaper();
     // Declared before the shutdown guard, so the commands' temporary directory is removed
@@ -95,13 +93,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         renderer.emit(Event::Warning(problem));
     }
     let system = system_prompt(&config);
-    let mut agent = Agent::new(
-        Arc::new(client),
-        tools,
-        background.clone(),
-        renderer.clone(),
-        system,
-    );
+    let mut agent = Agent::new(client, tools, background.clone(), renderer.clone(), system);
     agent.set_context_window(config.context.clone());
 
     let outcome = match &cli.prompt {

@@ -11,9 +11,10 @@ use crate::render::OutputFormat;
 /// A coding agent whose file tools run as sandboxed WebAssembly components.
 ///
 /// Without -p it opens a REPL (exit with `exit`, `q` or Ctrl-D). Environment:
-/// ANTHROPIC_API_KEY (required), ANTHROPIC_BASE_URL, MODEL_ID. A `.env` file in the current
-/// directory may supply those three, never overriding the environment; it may set nothing
-/// else.
+/// ANTHROPIC_API_KEY (required by the default provider), ANTHROPIC_BASE_URL, MODEL_ID;
+/// OPENAI_API_KEY and OPENAI_BASE_URL for the openai and openai-chat providers. A `.env`
+/// file in the current directory may supply those, never overriding the environment (a
+/// base URL only together with its key); it may set nothing else.
 #[derive(Debug, Parser)]
 #[command(name = "agent", version, about, long_about)]
 pub struct Cli {
@@ -25,22 +26,26 @@ pub struct Cli {
     #[arg(short = 'w', long, value_name = "DIR", default_value = ".")]
     pub workspace: PathBuf,
 
-    /// The model to use.
-    #[arg(
-        short = 'm',
-        long,
-        env = "MODEL_ID",
-        default_value = "claude-sonnet-4-5"
-    )]
-    pub model: String,
+    /// The model to use (default: `model` in the [model] table of the agent's
+    /// config.toml, else the provider's default, claude-sonnet-4-5 for anthropic).
+    #[arg(short = 'm', long, env = "MODEL_ID")]
+    pub model: Option<String>,
+
+    /// The model provider: anthropic (the default), openai (the Responses API),
+    /// openai-chat (Chat Completions: OpenAI, Ollama, llama.cpp, vLLM, OpenRouter, ...) or
+    /// a [providers.NAME] table of the agent's config.toml. Also `provider` in its [model]
+    /// table.
+    #[arg(long, env = "AGENT_PROVIDER", value_name = "NAME")]
+    pub provider: Option<String>,
 
     /// How to print what happens: human text, or JSON lines for scripts.
     #[arg(long, value_enum, default_value = "text", global = true)]
     pub output: OutputFormat,
 
-    /// The most tokens one model answer may have.
-    #[arg(long, default_value_t = 8192, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_tokens: u32,
+    /// The most tokens one model answer may have (default 8192, or `max_tokens` in the
+    /// [model] table of the agent's config.toml).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens: Option<u32>,
 
     /// Default time limit of a `bash` command, in seconds.
     #[arg(long, default_value_t = 120, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::approval::ApprovalPolicy;
 use crate::cli::Cli;
 use crate::config_file::ConfigFile;
-use crate::model::anthropic::{AnthropicConfig, DEFAULT_BASE_URL, DEFAULT_IDLE_TIMEOUT};
+use crate::model::anthropic::{AnthropicConfig, DEFAULT_IDLE_TIMEOUT};
 use crate::render::OutputFormat;
 use agent_plugin_runtime::PluginLimits;
 use agent_plugin_runtime::discovery::Origin;
@@ -34,6 +34,18 @@ pub enum ConfigError {
     File(#[from] crate::config_file::ConfigFileError),
     #[error("context settings: {0}")]
     Context(#[from] crate::context::WindowError),
+    #[error("the provider {provider} needs an API key: export {var}")]
+    MissingKey { provider: String, var: String },
+    #[error(
+        "unknown provider {name:?}: the known providers are {known} (add others as [providers.NAME] in the agent's config.toml)"
+    )]
+    UnknownProvider { name: String, known: String },
+    #[error(
+        "the key of the provider {provider} ({var}) came from ./.env in the workspace; a workspace may not supply that key: export it yourself"
+    )]
+    KeyFromWorkspace { provider: String, var: String },
+    #[error("{}: {message}", path.display())]
+    ConfigFile { path: PathBuf, message: String },
     #[error("{name} must be {what}, not {value:?}")]
     Invalid {
         name: &'static str,
@@ -81,41 +93,71 @@ pub struct Config {
     pub context: crate::context::WindowSettings,
 }
 
-/// Model settings before the API key is required (plugin commands need no key).
+/// Model settings before the API key is required (plugin commands need no key): the
+/// provider chosen (see [`crate::provider`]), which need not be Anthropic despite the name.
 #[derive(Debug, Clone)]
 pub struct AnthropicConfigDraft {
     pub base_url: String,
     pub api_key: Option<String>,
     pub model: String,
     pub max_tokens: u32,
+    /// The provider's name: a built-in one or a `[providers.NAME]` table.
+    pub provider: String,
+    pub wire: crate::provider::Wire,
+    /// The variable the key is read from, for messages.
+    pub key_env: Option<String>,
+    /// The provider works without a key (local servers).
+    pub key_optional: bool,
+    /// Extra headers of a user-defined provider.
+    pub headers: Vec<(String, String)>,
+    /// Where `provider`, `model`, `base_url` and `max_tokens` came from (a flag or
+    /// variable, `config.toml [table] key`, or `default`), for `agent config show`.
+    pub sources: Vec<(&'static str, String)>,
+}
+
+/// Retries after a model call's first attempt, and the first backoff delay.
+pub(crate) const MODEL_RETRIES: usize = 4;
+pub(crate) const MODEL_MIN_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// How long a silent model server is waited for. Undocumented: tests set it small.
+pub(crate) fn model_idle_timeout() -> Result<Duration, ConfigError> {
+    match env("AGENT_MODEL_IDLE_TIMEOUT_SECS") {
+        None => Ok(DEFAULT_IDLE_TIMEOUT),
+        Some(value) => match value.trim().parse::<u64>() {
+            Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+            _ => Err(ConfigError::Invalid {
+                name: "AGENT_MODEL_IDLE_TIMEOUT_SECS",
+                what: "a number of seconds, at least 1",
+                value,
+            }),
+        },
+    }
 }
 
 impl AnthropicConfigDraft {
     /// The client settings; fails when no API key is set.
     pub fn require_key(&self) -> Result<AnthropicConfig, ConfigError> {
-        let api_key = self.api_key.clone().ok_or(ConfigError::MissingApiKey)?;
-        // Undocumented: how long a silent model server is waited for (tests set it small).
-        let idle_timeout = match env("AGENT_MODEL_IDLE_TIMEOUT_SECS") {
-            None => DEFAULT_IDLE_TIMEOUT,
-            Some(value) => match value.trim().parse::<u64>() {
-                Ok(secs) if secs > 0 => Duration::from_secs(secs),
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        name: "AGENT_MODEL_IDLE_TIMEOUT_SECS",
-                        what: "a number of seconds, at least 1",
-                        value,
-                    });
-                }
-            },
+        let api_key = match (&self.api_key, self.provider.as_str()) {
+            (Some(key), _) => key.clone(),
+            (None, "anthropic") => return Err(ConfigError::MissingApiKey),
+            (None, _) if self.key_optional => String::new(),
+            (None, provider) => {
+                return Err(ConfigError::MissingKey {
+                    provider: provider.to_string(),
+                    var: self.key_env.clone().unwrap_or_default(),
+                });
+            }
         };
+        let idle_timeout = model_idle_timeout()?;
         Ok(AnthropicConfig {
             base_url: self.base_url.clone(),
             api_key,
             model: self.model.clone(),
             max_tokens: self.max_tokens,
-            max_retries: 4,
-            min_retry_delay: Duration::from_secs(1),
+            max_retries: MODEL_RETRIES,
+            min_retry_delay: MODEL_MIN_RETRY_DELAY,
             idle_timeout,
+            extra_headers: Vec::new(),
         })
     }
 }
@@ -136,8 +178,6 @@ fn agent_dir(override_var: &str, xdg_var: &str, home_relative: &str) -> Option<P
 impl Config {
     pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
         let workspace = canonical_dir(&cli.workspace)?;
-        let base_url = env("ANTHROPIC_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-        check_base_url(&base_url)?;
         // No shared fallback (a directory under /tmp another user could have made first):
         // without a home there is nowhere private to keep logs and trust.
         let state_dir = agent_dir("AGENT_STATE_DIR", "XDG_STATE_HOME", ".local/state")
@@ -173,14 +213,15 @@ impl Config {
         let file = ConfigFile::read(config_dir.as_deref())?;
         file.check_tables()?;
         let sandbox = sandbox_settings(cli, &file)?;
+        let model = crate::provider::resolve(cli, &file)?;
         let context = crate::context::WindowSettings::resolve(
             cli.context_window,
             env("AGENT_CONTEXT_WINDOW"),
             &file,
-            &cli.model,
+            &model.model,
         )?;
         let context = crate::context::WindowSettings {
-            answer_tokens: u64::from(cli.max_tokens),
+            answer_tokens: u64::from(model.max_tokens),
             ..context
         };
         let cache_root = cache_dir
@@ -196,12 +237,7 @@ impl Config {
             .collect();
         Ok(Config {
             workspace,
-            model: AnthropicConfigDraft {
-                base_url,
-                api_key: env("ANTHROPIC_API_KEY"),
-                model: cli.model.clone(),
-                max_tokens: cli.max_tokens,
-            },
+            model,
             output: cli.output,
             bash_timeout: Duration::from_secs(cli.bash_timeout),
             background_timeout: Duration::from_secs(cli.background_timeout),
@@ -271,9 +307,9 @@ fn approval_policy(cli: &Cli) -> Result<ApprovalPolicy, ConfigError> {
 
 /// A model server gets the API key, so it is reached over https, or over plain http only
 /// on this machine (a local proxy or test server).
-fn check_base_url(base_url: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_base_url_named(name: &'static str, base_url: &str) -> Result<(), ConfigError> {
     let invalid = |what| ConfigError::Invalid {
-        name: "ANTHROPIC_BASE_URL",
+        name,
         what,
         value: base_url.to_string(),
     };

@@ -20,11 +20,37 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// The variables a `.env` may set: the model settings.
-pub const ALLOWED: &[&str] = &["ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "MODEL_ID"];
+/// `AGENT_PROVIDER` is not among them: it picks among the user's own providers (from a
+/// local model to a hosted one, say), which is the user's choice alone.
+pub const ALLOWED: &[&str] = &[
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "MODEL_ID",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+];
 
-/// The key and base URL variables that must come from the same place.
-const KEY: &str = "ANTHROPIC_API_KEY";
-const BASE_URL: &str = "ANTHROPIC_BASE_URL";
+/// The base URL and key variables that must come from the same place.
+const PAIRS: &[(&str, &str)] = &[
+    ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"),
+    ("OPENAI_BASE_URL", "OPENAI_API_KEY"),
+];
+
+/// The variables this process took from `./.env`, once [`remember`] was told.
+static FROM_FILE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Records which variables were set from `./.env`, so a key only the user may supply
+/// (a user-defined provider's) can be refused when the workspace supplied it.
+pub fn remember(set: &[(String, String)]) {
+    let _ = FROM_FILE.set(set.iter().map(|(name, _)| name.clone()).collect());
+}
+
+/// Whether `name` was set from `./.env`.
+pub fn came_from_file(name: &str) -> bool {
+    FROM_FILE
+        .get()
+        .is_some_and(|names| names.iter().any(|n| n == name))
+}
 
 /// The largest `.env` read; a bigger one is ignored.
 const MAX_SIZE: u64 = 64 * 1024;
@@ -117,8 +143,15 @@ fn decide(text: &str, is_set: impl Fn(&str) -> bool) -> DotEnv {
             }
         }
     }
-    let key_from_file = wanted.iter().any(|(name, _)| name == KEY) && !is_set(KEY);
-    for (name, value) in wanted {
+    let key_from_file = |key: &str| wanted.iter().any(|(name, _)| name == key) && !is_set(key);
+    let unpaired = |name: &str| {
+        PAIRS
+            .iter()
+            .find(|(url, _)| *url == name)
+            .filter(|(_, key)| !key_from_file(key))
+            .map(|(_, key)| *key)
+    };
+    for (name, value) in wanted.iter().cloned() {
         if !ALLOWED.contains(&name.as_str()) {
             result.warnings.push(format!(
                 "ignoring {name} in ./.env: a .env may only set {}",
@@ -126,9 +159,9 @@ fn decide(text: &str, is_set: impl Fn(&str) -> bool) -> DotEnv {
             ));
         } else if is_set(&name) {
             // The user's own environment wins; saying so would be noise.
-        } else if name == BASE_URL && !key_from_file {
+        } else if let Some(key) = unpaired(&name) {
             result.warnings.push(format!(
-                "ignoring {BASE_URL} in ./.env: a .env may only point to another server together with its own {KEY}, never with yours"
+                "ignoring {name} in ./.env: a .env may only point to another server together with its own {key}, never with yours"
             ));
         } else if result.set.iter().any(|(set, _)| *set == name) {
             // dotenv semantics: the first definition wins.
@@ -176,6 +209,22 @@ mod tests {
         );
 
         let together = decide(&format!("{url}ANTHROPIC_API_KEY=theirs\n"), env_has(&[]));
+        assert_eq!(together.set.len(), 2);
+    }
+
+    #[test]
+    fn the_provider_is_never_taken_and_openai_urls_need_their_own_key() {
+        let decided = decide(
+            "AGENT_PROVIDER=openai-chat\nOPENAI_BASE_URL=https://evil.example\n",
+            env_has(&["OPENAI_API_KEY"]),
+        );
+        assert!(decided.set.is_empty(), "{decided:?}");
+        assert!(decided.warnings[0].contains("AGENT_PROVIDER"));
+        assert!(decided.warnings[1].contains("OPENAI_BASE_URL"));
+        let together = decide(
+            "OPENAI_BASE_URL=https://x.example\nOPENAI_API_KEY=theirs\n",
+            env_has(&[]),
+        );
         assert_eq!(together.set.len(), 2);
     }
 

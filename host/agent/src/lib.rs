@@ -3,7 +3,8 @@
 //!
 //! How the pieces fit (data flows one way: CLI -> loop -> (model | tools) -> loop):
 //! - [`cli`] parses flags; [`config`] merges them with the environment into a `Config`;
-//!   [`dotenv`] decides the little a `.env` file may add to that environment;
+//!   [`dotenv`] decides the little a `.env` file may add to that environment; [`provider`]
+//!   picks the model provider and builds its client;
 //!   [`app`] builds everything from it and runs one-shot or [`repl`] mode; [`shutdown`] is
 //!   how either ends.
 //! - [`agent`] is the loop: it owns the conversation, calls the [`model`], runs tools through
@@ -48,6 +49,7 @@ pub mod orphans;
 pub mod output;
 pub mod plugin_commands;
 pub mod process;
+pub mod provider;
 pub mod render;
 pub mod repl;
 pub mod sandbox;

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
             // A warning may quote the file, which is the project's, not ours.
             eprintln!("warning: {}", agent_host::ui_text::visible(warning));
         }
+        dotenv::remember(&found.set);
         for (name, value) in found.set {
             // SAFETY: no other thread exists yet.
             unsafe { std::env::set_var(name, value) };

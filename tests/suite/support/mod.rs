@@ -32,6 +32,7 @@ mod process;
 mod protocol;
 mod reply;
 mod server;
+mod wire;
 
 // Re-exports for the test modules; each uses a subset.
 #[allow(unused_imports)]
@@ -45,3 +46,5 @@ pub use protocol::check_request;
 pub use reply::{Reply, ToolUse, tool_use};
 #[allow(unused_imports)]
 pub use server::{ModelServer, Recorded, delivered_in};
+#[allow(unused_imports)]
+pub use wire::Wire;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::server::Recorded;
+use super::wire::Wire;
 
 /// One `tool_use` block the fake model emits; build it with [`tool_use`].
 #[derive(Debug, Clone, PartialEq)]
@@ -294,7 +295,7 @@ fn model_of(request: &Recorded) -> String {
 }
 
 /// A rough token count, good enough for `usage` fields.
-fn tokens(text_len: usize) -> usize {
+pub(super) fn tokens(text_len: usize) -> usize {
     text_len / 4 + 1
 }
 
@@ -312,6 +313,15 @@ fn content_blocks(message: &Message) -> Vec<Value> {
 }
 
 fn render_message(message: &Message, request: &Recorded, seq: usize) -> Rendered {
+    if request.wire != Wire::Anthropic {
+        return super::wire::render_message(
+            &message.text,
+            &message.tools,
+            &message.stop_reason,
+            request,
+            seq,
+        );
+    }
     let blocks = content_blocks(message);
     let input_tokens = tokens(request.body.to_string().len());
     let output_tokens = tokens(Value::Array(blocks.clone()).to_string().len());
@@ -400,6 +410,9 @@ fn render_stream_error(
     request: &Recorded,
     seq: usize,
 ) -> Rendered {
+    if request.wire != Wire::Anthropic && wants_stream(request) {
+        return super::wire::render_stream_error(error_type, message, request, seq);
+    }
     if !wants_stream(request) {
         return Rendered {
             status: 529,
@@ -474,7 +487,7 @@ impl Sse {
 
 /// Splits `s` at char boundaries into at least 2 non-empty pieces when it has
 /// at least 2 chars (pieces of at most 24 chars), else into one piece.
-fn split_pieces(s: &str) -> Vec<String> {
+pub(super) fn split_pieces(s: &str) -> Vec<String> {
     let chars: Vec<char> = s.chars().collect();
     if chars.len() < 2 {
         return vec![s.to_string()];

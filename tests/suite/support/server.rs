@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::protocol::check_request;
 use super::reply::{Rendered, Reply, error_body};
+use super::wire::{Wire, anthropic_headers, normalize};
 
 /// One HTTP request the server received.
 #[derive(Debug, Clone)]
@@ -31,6 +32,10 @@ pub struct Recorded {
     pub method: String,
     /// Request target as sent, e.g. `"/v1/messages"`.
     pub path: String,
+    /// The format the server plays; `body` is in the Anthropic shape whatever it is.
+    pub wire: Wire,
+    /// The body as sent (the same as `body` for the Anthropic format).
+    pub raw: Value,
 }
 
 impl Recorded {
@@ -145,6 +150,7 @@ struct Shared {
 }
 
 struct State {
+    wire: Wire,
     script: Vec<Option<Reply>>,
     /// How many `POST /v1/messages` were received.
     calls: usize,
@@ -166,6 +172,13 @@ impl ModelServer {
     /// tests can assert on it). Any other method or path gets 404 and is
     /// recorded as a protocol violation.
     pub fn start(script: Vec<Reply>) -> ModelServer {
+        ModelServer::start_wire(Wire::Anthropic, script)
+    }
+
+    /// Like [`ModelServer::start`], playing `wire` (see `wire.rs`): model calls are
+    /// `POST` to [`Wire::path`], checked in that format and recorded in the Anthropic
+    /// shape; message replies are rendered in that format.
+    pub fn start_wire(wire: Wire, script: Vec<Reply>) -> ModelServer {
         let http = match tiny_http::Server::http("127.0.0.1:0") {
             Ok(server) => server,
             Err(e) => panic!("model server: cannot listen on 127.0.0.1:0: {e}"),
@@ -175,6 +188,7 @@ impl ModelServer {
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
+                wire,
                 script: script.into_iter().map(Some).collect(),
                 calls: 0,
                 requests: Vec::new(),
@@ -299,10 +313,15 @@ enum Plan {
 fn accept(mut request: tiny_http::Request, shared: &Arc<Shared>) {
     let mut raw = Vec::new();
     let read_error = request.as_reader().read_to_end(&mut raw).err();
-    let body = serde_json::from_slice(&raw)
+    let body: Value = serde_json::from_slice(&raw)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&raw).into_owned()));
-    let recorded = Recorded {
-        body,
+    let wire = shared.lock().wire;
+    let mut shape = Vec::new();
+    let normalized = normalize(wire, &body, &mut shape);
+    let mut recorded = Recorded {
+        body: normalized,
+        raw: body,
+        wire,
         headers: request
             .headers()
             .iter()
@@ -318,7 +337,10 @@ fn accept(mut request: tiny_http::Request, shared: &Arc<Shared>) {
         path: request.url().to_string(),
     };
     let is_messages_call =
-        recorded.method == "POST" && recorded.path.split('?').next() == Some("/v1/messages");
+        recorded.method == "POST" && recorded.path.split('?').next() == Some(wire.path());
+    if !is_messages_call {
+        recorded.body = recorded.raw.clone();
+    }
 
     let plan = {
         let mut state = shared.lock();
@@ -329,7 +351,12 @@ fn accept(mut request: tiny_http::Request, shared: &Arc<Shared>) {
             found.push(format!("cannot read the request body: {e}"));
         }
         let plan = if is_messages_call {
-            found.extend(check_request(&recorded.headers, &recorded.body));
+            if wire == Wire::Anthropic {
+                found.extend(check_request(&recorded.headers, &recorded.body));
+            } else {
+                found.append(&mut shape);
+                found.extend(check_request(&anthropic_headers(), &recorded.body));
+            }
             let index = state.calls;
             state.calls += 1;
             let script_len = state.script.len();

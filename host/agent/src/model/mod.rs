@@ -2,14 +2,21 @@
 //!
 //! The conversation is kept in the Anthropic Messages shape (user and assistant messages
 //! made of text, `tool_use` and `tool_result` blocks), which is what the loop reasons in.
-//! The loop only knows [`ModelProvider`]; [`anthropic`] is its first implementation,
-//! speaking the Messages API over HTTP with streaming and retries; [`sse`] decodes its
-//! streamed answers within limits; `request_body` encodes each message of the
-//! conversation once, not on every call.
+//! The loop only knows [`ModelProvider`]; [`anthropic`] speaks the Messages API,
+//! [`openai`] the OpenAI Responses API and [`openai_chat`] Chat Completions (OpenAI and
+//! the many servers compatible with it). What they share, posting with retries and
+//! reading answers within limits, is [`http`]'s and `bounded`'s; [`sse`] decodes streamed
+//! answers; `request_body` encodes each Anthropic message of the conversation once, not on
+//! every call.
 
 pub mod anthropic;
 mod anthropic_answer;
+mod bounded;
+pub mod http;
 mod input;
+pub mod openai;
+pub mod openai_chat;
+mod openai_common;
 mod request_body;
 pub mod sse;
 
@@ -168,7 +175,7 @@ pub enum ModelError {
     /// The server answered with a redirect. It is not followed, since the request carries
     /// the API key; nor retried.
     #[error(
-        "the model API at {url} answered {status} with a redirect to {location}; redirects are not followed, since the API key would go along: set ANTHROPIC_BASE_URL to the address that answers"
+        "the model API at {url} answered {status} with a redirect to {location}; redirects are not followed, since the API key would go along: set the base URL to the address that answers"
     )]
     Redirect {
         url: String,
