@@ -20,6 +20,7 @@ use crate::model::{
     ToolDefinition,
 };
 use crate::render::{Event, Renderer};
+use crate::session::{Record, Recorder, UserSource};
 use crate::task_text::background_results_text;
 use crate::tools::ToolRegistry;
 
@@ -61,6 +62,8 @@ pub struct Agent {
     /// Results of the calls of the last assistant message answered so far; they go into
     /// the history when every call is answered, or when an interrupted turn is repaired.
     answered: Vec<ContentBlock>,
+    /// Writes every change of the history to the session's transcript.
+    recorder: Option<Recorder>,
 }
 
 impl Agent {
@@ -88,6 +91,28 @@ impl Agent {
             system,
             history: Vec::new(),
             answered: Vec::new(),
+            recorder: None,
+        }
+    }
+
+    /// Continues in a session: its history (already valid) replaces this one, and its
+    /// recorder writes every change from now on.
+    pub fn switch_session(&mut self, history: Vec<Message>, recorder: Option<Recorder>) {
+        self.history = history;
+        self.answered.clear();
+        self.recorder = recorder;
+    }
+
+    /// The id of the session being recorded, if any.
+    pub fn session_id(&self) -> Option<&str> {
+        self.recorder.as_ref().map(Recorder::id)
+    }
+
+    /// Writes a record to the session's transcript, if there is one; a failure is shown
+    /// once and the conversation goes on.
+    fn record(&self, record: Record<'_>) {
+        if let Some(warning) = self.recorder.as_ref().and_then(|r| r.write(&record)) {
+            self.renderer.emit(Event::Warning(&warning));
         }
     }
 
@@ -108,9 +133,13 @@ impl Agent {
 
     async fn turn(&mut self, user_text: Option<&str>) -> Result<TurnEnd, TurnError> {
         if let Some(text) = user_text {
-            self.push_user(vec![ContentBlock::Text {
-                text: text.to_string(),
-            }]);
+            self.push_user(
+                vec![ContentBlock::Text {
+                    text: text.to_string(),
+                }],
+                UserSource::Prompt,
+                &[],
+            );
         }
         loop {
             self.deliver_background_results();
@@ -144,6 +173,10 @@ impl Agent {
                 self.renderer.emit(Event::TextEnd);
             }
             let stop = response.stop_reason.clone();
+            self.record(Record::Usage {
+                usage: response.usage,
+                stop_reason: stop_reason_name(&stop).to_string(),
+            });
             self.renderer.emit(Event::TurnEnd {
                 stop_reason: stop_reason_name(&stop),
                 input_tokens: response.usage.input_tokens,
@@ -159,6 +192,9 @@ impl Agent {
             let calls: Vec<calls::Call> = content.iter().filter_map(calls::Call::of).collect();
             calls::valid_for_history(&mut content);
             if !content.is_empty() {
+                self.record(Record::Assistant {
+                    content: (&content[..]).into(),
+                });
                 self.history.push(Message {
                     role: Role::Assistant,
                     content,
@@ -176,7 +212,7 @@ impl Agent {
             self.answered.clear();
             let fatal = self.run_calls(&calls).await;
             let results = std::mem::take(&mut self.answered);
-            self.push_user(results);
+            self.push_user(results, UserSource::ToolResults, &[]);
             if let Some(error) = fatal {
                 return Err(error);
             }
@@ -194,11 +230,22 @@ impl Agent {
         self.renderer
             .emit(Event::BackgroundDelivered { task_ids: ids });
         let text = background_results_text(&finished);
-        self.push_user(vec![ContentBlock::Text { text }]);
+        let delivered: Vec<String> = finished.into_iter().map(|n| n.task_id).collect();
+        self.push_user(
+            vec![ContentBlock::Text { text }],
+            UserSource::Background,
+            &delivered,
+        );
     }
 
-    /// Appends blocks to the last message if it is the user's, or starts a user message.
-    fn push_user(&mut self, blocks: Vec<ContentBlock>) {
+    /// Appends blocks to the last message if it is the user's, or starts a user message;
+    /// the transcript records them, with where they came from.
+    fn push_user(&mut self, blocks: Vec<ContentBlock>, source: UserSource, delivered: &[String]) {
+        self.record(Record::User {
+            source,
+            blocks: (&blocks[..]).into(),
+            delivered: delivered.into(),
+        });
         match self.history.last_mut() {
             Some(message) if message.role == Role::User => message.content.extend(blocks),
             _ => self.history.push(Message {
@@ -237,7 +284,7 @@ impl Agent {
             })
             .collect();
         if !results.is_empty() {
-            self.push_user(results);
+            self.push_user(results, UserSource::Repair, &[]);
         }
     }
 }

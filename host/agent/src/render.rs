@@ -56,6 +56,8 @@ pub enum Event<'a> {
         reason: &'a str,
     },
     Warning(&'a str),
+    /// An earlier session was taken up (`--continue`, `--resume`, `/resume`).
+    SessionResumed(&'a crate::session::restore::Resumed),
     TurnEnd {
         stop_reason: &'a str,
         input_tokens: u64,
@@ -170,6 +172,7 @@ impl Renderer {
                 delay.as_secs_f64()
             ),
             Event::Warning(text) => eprintln!("warning: {}", visible(text)),
+            Event::SessionResumed(resumed) => to_stderr(&crate::session::restore::describe(resumed)),
             Event::TurnEnd { .. } => {}
         }
     }
@@ -212,6 +215,11 @@ fn json_event(event: &Event<'_>) -> Option<Value> {
             "type": "retry", "attempt": attempt, "delay_secs": delay.as_secs_f64(), "reason": reason
         }),
         Event::Warning(text) => json!({"type": "warning", "message": text}),
+        Event::SessionResumed(r) => json!({
+            "type": "session_resumed", "session_id": r.id, "messages": r.messages,
+            "reported_tasks": r.reported_tasks, "skipped_lines": r.skipped,
+            "session_workspace": r.other_workspace,
+        }),
         Event::TurnEnd {
             stop_reason,
             input_tokens,
