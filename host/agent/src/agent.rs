@@ -292,6 +292,9 @@ impl Agent {
 #[cfg(test)]
 #[path = "agent_tests.rs"]
 mod tests;
+#[cfg(test)]
+#[path = "agent/session_tests.rs"]
+mod session_tests;
 
 fn stop_reason_name(reason: &StopReason) -> &str {
     match reason {
