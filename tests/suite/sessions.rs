@@ -97,10 +97,7 @@ fn assert_every_call_answered(messages: &[Value]) {
 
 #[test]
 fn continue_carries_the_conversation_into_the_next_run() {
-    let server = ModelServer::start(vec![
-        Reply::text("noted: X is 42"),
-        Reply::text("X was 42"),
-    ]);
+    let server = ModelServer::start(vec![Reply::text("noted: X is 42"), Reply::text("X was 42")]);
     let env = TestEnv::new();
     let mut first = agent(&env, &server);
     first
@@ -136,7 +133,13 @@ fn continue_carries_the_conversation_into_the_next_run() {
     assert_eq!(mode(files[0].parent().unwrap()), 0o700);
     let text = std::fs::read_to_string(&files[0]).unwrap();
     assert!(!text.contains("sk-never-in-a-transcript-7731"));
-    assert!(text.lines().next().unwrap().contains("\"type\":\"session\""), "{text}");
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .contains("\"type\":\"session\""),
+        "{text}"
+    );
     assert!(text.contains("\"type\":\"resumed\""), "{text}");
 }
 
@@ -162,7 +165,10 @@ fn sessions_list_shows_each_session_and_unknown_ids_are_refused() {
     assert_eq!(lines.len(), 2, "{out}");
     // Newest first; escapes shown, not sent; the first line of the first request only.
     assert!(lines[0].starts_with(&session_id(&files[1])), "{out}");
-    assert!(lines[0].contains("another one") && lines[0].contains("1 turn"), "{out}");
+    assert!(
+        lines[0].contains("another one") && lines[0].contains("1 turn"),
+        "{out}"
+    );
     assert!(!out.stdout.contains('\u{1b}'), "{out}");
     assert!(lines[1].contains("first \\x1b[31mred"), "{out}");
     assert!(!out.stdout.contains("second line"), "{out}");
@@ -201,7 +207,11 @@ fn sessions_list_shows_each_session_and_unknown_ids_are_refused() {
     let out = run(cmd, LIMIT);
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(out.stderr.contains("no session to continue"), "{out}");
-    assert_eq!(server.requests().len(), 2, "no model call for a refused resume");
+    assert_eq!(
+        server.requests().len(),
+        2,
+        "no model call for a refused resume"
+    );
 }
 
 #[test]
@@ -209,7 +219,11 @@ fn a_session_killed_mid_tool_call_resumes_with_every_call_answered() {
     let marker = format!("{}", 41_000 + std::process::id() % 10_000);
     let server = ModelServer::start(vec![Reply::text_and_tools(
         "running it",
-        vec![tool_use("t1", "bash", json!({"command": format!("sleep {marker}")}))],
+        vec![tool_use(
+            "t1",
+            "bash",
+            json!({"command": format!("sleep {marker}")}),
+        )],
     )]);
     let env = TestEnv::new();
     let mut cmd = agent(&env, &server);
@@ -218,7 +232,10 @@ fn a_session_killed_mid_tool_call_resumes_with_every_call_answered() {
     server.wait_for_requests(1, LIMIT);
     let deadline = std::time::Instant::now() + LIMIT;
     while processes_with_marker(&marker).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the command never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     running.signal(libc::SIGKILL);
@@ -238,7 +255,10 @@ fn a_session_killed_mid_tool_call_resumes_with_every_call_answered() {
     assert_every_call_answered(messages);
     let results = request.tool_results();
     assert_eq!(results[0].0, "t1");
-    assert!(results[0].1.contains("interrupted: the agent exited"), "{results:?}");
+    assert!(
+        results[0].1.contains("interrupted: the agent exited"),
+        "{results:?}"
+    );
     assert!(results[0].2, "an error result");
     assert!(request.last_user_text().ends_with("carry on"));
     resumed.assert_protocol_ok();
@@ -263,12 +283,18 @@ fn a_task_running_at_a_kill_is_reported_ended_and_its_log_stays_readable() {
     server.wait_for_requests(2, LIMIT);
     let deadline = std::time::Instant::now() + LIMIT;
     while processes_with_marker(&marker).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the task never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // The task's first line reached its log (the agent writes the log as output comes).
     while !task_log_has(&env, &format!("started-{marker}")) {
-        assert!(std::time::Instant::now() < deadline, "the task's output never came");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task's output never came"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     running.signal(libc::SIGKILL);
@@ -281,7 +307,11 @@ fn a_task_running_at_a_kill_is_reported_ended_and_its_log_stays_readable() {
 
     let resumed = ModelServer::start(vec![
         Reply::tools(vec![
-            tool_use("c1", "check_background", json!({"task_id": "bg-1", "offset": 0})),
+            tool_use(
+                "c1",
+                "check_background",
+                json!({"task_id": "bg-1", "offset": 0}),
+            ),
             tool_use("b2", "background_run", json!({"command": "echo second"})),
         ]),
         Reply::text("read it"),
@@ -302,9 +332,15 @@ fn a_task_running_at_a_kill_is_reported_ended_and_its_log_stays_readable() {
     assert!(first.contains("bg-1.log"), "{first}");
     assert_every_call_answered(requests[0].messages());
     let results = requests[1].tool_results();
-    assert!(results[0].1.contains(&format!("started-{marker}")), "{results:?}");
+    assert!(
+        results[0].1.contains(&format!("started-{marker}")),
+        "{results:?}"
+    );
     assert!(!results[0].2, "{results:?}");
-    assert!(results[1].1.contains("bg-2"), "new ids follow the old: {results:?}");
+    assert!(
+        results[1].1.contains("bg-2"),
+        "new ids follow the old: {results:?}"
+    );
     // Reported once: the later requests do not repeat it.
     let reported = requests
         .iter()
@@ -339,9 +375,17 @@ fn resume_in_the_repl_lists_and_switches_sessions() {
     stdin.write_all(b"exit\n").unwrap();
     let out = running.wait(LIMIT);
     out.assert_success();
-    assert!(out.stderr.contains(&format!("resumed session {id}")), "{out}");
+    assert!(
+        out.stderr.contains(&format!("resumed session {id}")),
+        "{out}"
+    );
     let requests = server.requests();
-    assert_eq!(requests[1].messages().len(), 3, "{:#?}", requests[1].messages());
+    assert_eq!(
+        requests[1].messages().len(),
+        3,
+        "{:#?}",
+        requests[1].messages()
+    );
     server.assert_protocol_ok();
     // The REPL's own session had no message: it left no transcript.
     assert_eq!(transcripts(&env).len(), 1);

@@ -290,11 +290,11 @@ impl Agent {
 }
 
 #[cfg(test)]
-#[path = "agent_tests.rs"]
-mod tests;
-#[cfg(test)]
 #[path = "agent/session_tests.rs"]
 mod session_tests;
+#[cfg(test)]
+#[path = "agent_tests.rs"]
+mod tests;
 
 fn stop_reason_name(reason: &StopReason) -> &str {
     match reason {

@@ -172,7 +172,9 @@ impl Renderer {
                 delay.as_secs_f64()
             ),
             Event::Warning(text) => eprintln!("warning: {}", visible(text)),
-            Event::SessionResumed(resumed) => to_stderr(&crate::session::restore::describe(resumed)),
+            Event::SessionResumed(resumed) => {
+                to_stderr(&crate::session::restore::describe(resumed))
+            }
             Event::TurnEnd { .. } => {}
         }
     }

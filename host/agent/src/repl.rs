@@ -168,10 +168,15 @@ pub async fn run(
                             eprintln!("{session}");
                         }
                     }
-                    id => match crate::session_commands::resume_in_repl(id, config, agent, background) {
-                        Ok(resumed) => eprint!("{}", crate::session::restore::describe(&resumed)),
-                        Err(e) => eprintln!("{}", visible(&format!("{e:#}"))),
-                    },
+                    id => {
+                        match crate::session_commands::resume_in_repl(id, config, agent, background)
+                        {
+                            Ok(resumed) => {
+                                eprint!("{}", crate::session::restore::describe(&resumed))
+                            }
+                            Err(e) => eprintln!("{}", visible(&format!("{e:#}"))),
+                        }
+                    }
                 }
             }
             _ if line.starts_with('/') => {

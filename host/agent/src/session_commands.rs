@@ -74,11 +74,10 @@ pub fn resume_in_repl(
 /// `/resume` without an id: the recent sessions of this workspace, one line each, ready
 /// to print.
 pub fn recent_in_workspace(config: &Config, current: Option<&str>) -> Vec<String> {
-    let sessions: Vec<SessionSummary> =
-        list::of_workspace(&config.sessions_dir, &config.workspace)
-            .into_iter()
-            .take(10)
-            .collect();
+    let sessions: Vec<SessionSummary> = list::of_workspace(&config.sessions_dir, &config.workspace)
+        .into_iter()
+        .take(10)
+        .collect();
     if sessions.is_empty() {
         return vec!["no earlier sessions in this workspace".into()];
     }
@@ -121,23 +120,25 @@ pub fn run(command: &SessionsCommand, config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// One session on one line, safe to print: id, start, turns, workspace, first request.
+/// One session on one line, safe to print: id, start, turns, workspace, first request
+/// (its first line, clipped).
 pub fn summary_line(s: &SessionSummary, with_workspace: bool) -> String {
     let started = s.started.replace('T', " ").replace('Z', "");
     let workspace = if with_workspace {
-        format!("  {}", one_line(&s.workspace.display().to_string()))
+        format!("  {}", s.workspace.display())
     } else {
         String::new()
     };
-    let prompt = s.first_prompt.as_deref().unwrap_or("");
-    format!(
-        "{}  {}  {:>3} turn{}{workspace}  {}",
+    let prompt = clip(s.first_prompt.as_deref().unwrap_or(""), 60);
+    let line = format!(
+        "{}  {}  {:>3} turn{}{workspace}  {prompt}",
         s.id,
         started,
         s.prompts,
         if s.prompts == 1 { " " } else { "s" },
-        one_line(&clip(prompt, 60)),
-    )
+    );
+    // All of it from a file, the prompt from whoever typed it: no control goes out.
+    one_line(&line).into_owned()
 }
 
 fn summary_json(s: &SessionSummary) -> serde_json::Value {

@@ -10,8 +10,8 @@ use super::Agent;
 use super::scripted::{Scripted, call, done, tools};
 use crate::background::{BackgroundConfig, BackgroundManager};
 use crate::render::{OutputFormat, Renderer};
-use crate::session::restore::{self, Choice};
 use crate::session::replay;
+use crate::session::restore::{self, Choice};
 use crate::status::StatusLine;
 use crate::tools::native::{NativeConfig, NativeTools};
 use crate::tools::{NATIVE_OWNER, ToolRegistry};
@@ -39,10 +39,18 @@ async fn the_transcript_replays_to_the_same_history() {
         Arc::new(crate::approval::Approvals::new(crate::approval::ApprovalPolicy::Never).0),
     );
     let mut registry = ToolRegistry::new();
-    assert!(registry.add_group(NATIVE_OWNER, native.into_tools()).is_empty());
+    assert!(
+        registry
+            .add_group(NATIVE_OWNER, native.into_tools())
+            .is_empty()
+    );
     let model = Scripted::new(vec![
         tools(vec![
-            call("b1", "background_run", json!({"command": "echo from-the-task"})),
+            call(
+                "b1",
+                "background_run",
+                json!({"command": "echo from-the-task"}),
+            ),
             call("s1", "bash", json!({"command": "echo now"})),
         ]),
         done("started"),

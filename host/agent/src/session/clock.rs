@@ -109,7 +109,10 @@ mod tests {
         // 2026-11-26 04:28:00 UTC.
         let at = Utc::from_unix(1_795_667_280);
         assert_eq!(at.rfc3339(), "2026-11-26T04:28:00Z");
-        assert_eq!(Utc::from_unix(951_782_400).rfc3339(), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            Utc::from_unix(951_782_400).rfc3339(),
+            "2000-02-29T00:00:00Z"
+        );
         let id = new_id(at);
         assert!(id.starts_with("20261126-042800-"), "{id}");
         assert_eq!(id.len(), "20261126-042800-ab12".len());

@@ -148,11 +148,18 @@ pub enum Record<'a> {
         delivered: Cow<'a, [String]>,
     },
     /// An assistant message added to the history.
-    Assistant { content: Cow<'a, [ContentBlock]> },
+    Assistant {
+        content: Cow<'a, [ContentBlock]>,
+    },
     /// The whole history replaced (a compaction, say); replay starts over from it.
-    History { messages: Cow<'a, [Message]> },
+    History {
+        messages: Cow<'a, [Message]>,
+    },
     /// The tokens of one model call.
-    Usage { usage: Usage, stop_reason: String },
+    Usage {
+        usage: Usage,
+        stop_reason: String,
+    },
     TaskStarted {
         task_id: String,
         command: String,
@@ -169,7 +176,9 @@ pub enum Record<'a> {
         output_bytes: u64,
     },
     /// The session was taken up again by a new run of the agent.
-    Resumed { at: String },
+    Resumed {
+        at: String,
+    },
     /// A record type this agent does not know (written by a newer one): skipped.
     #[serde(other)]
     Unknown,

@@ -94,7 +94,7 @@ pub fn parse(text: &str) -> Result<Replayed, String> {
     let mut lines: Vec<&str> = text.split('\n').collect();
     // The text after the last newline: empty, or a line cut short by a crash.
     let tail = lines.pop().unwrap_or("");
-    let mut records = lines.into_iter().map(|line| serde_json::from_str(line));
+    let mut records = lines.into_iter().map(serde_json::from_str::<Record>);
     let header = match records.next() {
         Some(Ok(Record::Session(header))) => header,
         _ => return Err("it does not start with a session header".into()),

@@ -133,8 +133,10 @@ fn an_unanswered_call_gets_an_interrupted_result_and_an_unfinished_prompt_is_kep
     .history;
     let added = repair(&mut history);
     assert_eq!(added.len(), 2);
-    assert!(matches!(&added[0], ContentBlock::ToolResult { tool_use_id, content, is_error: true }
-        if tool_use_id == "t1" && content == INTERRUPTED));
+    assert!(
+        matches!(&added[0], ContentBlock::ToolResult { tool_use_id, content, is_error: true }
+        if tool_use_id == "t1" && content == INTERRUPTED)
+    );
     assert_eq!(history.len(), 2, "the caller adds (and records) them");
 
     // The agent died waiting for the model: the prompt stays for the next request.
@@ -186,7 +188,11 @@ fn damage_inside_the_history_is_repaired_in_place() {
             text("later")
         ]
     );
-    assert_eq!(history[4].role, Role::User, "a user turn between two answers");
+    assert_eq!(
+        history[4].role,
+        Role::User,
+        "a user turn between two answers"
+    );
     assert_eq!(history.len(), 6);
 }
 
@@ -225,9 +231,6 @@ fn tasks_are_traced_from_start_to_end_and_delivery() {
     };
     assert!(one.delivered && !two.delivered);
     assert_eq!(one.finished.as_ref().unwrap().status, TaskStatus::Failed);
-    assert_eq!(
-        one.finished.as_ref().unwrap().exit,
-        Some(ExitKind::Code(2))
-    );
+    assert_eq!(one.finished.as_ref().unwrap().exit, Some(ExitKind::Code(2)));
     assert!(two.finished.is_none());
 }

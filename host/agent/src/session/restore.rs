@@ -103,6 +103,8 @@ pub fn open(
         Choice::Newest => list::newest(dir, workspace)?,
         Choice::Id(prefix) => list::find(dir, prefix)?,
     };
+    // When the earlier run last wrote: the latest it is known to have been alive.
+    let last_write_ms = modified_ms(&path);
     let recorder = Recorder::reopen(&path, &id)?;
     // Read after locking: no other agent can be adding to it now.
     let replayed = replay::read(&path)?;
@@ -117,7 +119,11 @@ pub fn open(
         });
         replay::push_user(&mut history, repairs);
     }
-    let tasks: Vec<Restored> = replayed.tasks.iter().filter_map(restored).collect();
+    let tasks: Vec<Restored> = replayed
+        .tasks
+        .iter()
+        .filter_map(|trace| restored(trace, last_write_ms))
+        .collect();
     let reported_tasks = tasks.iter().filter(|t| t.deliver).count();
     let other_workspace =
         (replayed.header.workspace != workspace).then(|| replayed.header.workspace.clone());
@@ -135,16 +141,26 @@ pub fn open(
     })
 }
 
+/// The modification time of `path` in Unix milliseconds.
+fn modified_ms(path: &Path) -> Option<u64> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(since.as_millis() as u64)
+}
+
 /// A task of the transcript as the new run's BackgroundManager keeps it.
-fn restored(trace: &TaskTrace) -> Option<Restored> {
+/// `last_write_ms` is when the earlier run last wrote its transcript.
+fn restored(trace: &TaskTrace, last_write_ms: Option<u64>) -> Option<Restored> {
     let key = task_number(&trace.id)?;
     let (output, log_bytes, log_modified_ms) = log_summary(&trace.log_path);
     let (status, exit, duration, note) = match &trace.finished {
         Some(finished) => (finished.status, finished.exit, finished.duration, None),
         // Never seen to end: the agent exited (or was killed) while it ran, and the
-        // task's output pipe went with it.
+        // task's output pipe went with it. It ran at least until its last output or the
+        // agent's last record, whichever came later.
         None => {
             let ran_ms = log_modified_ms
+                .max(last_write_ms)
                 .unwrap_or(trace.started_ms)
                 .saturating_sub(trace.started_ms);
             (

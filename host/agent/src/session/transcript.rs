@@ -214,3 +214,51 @@ impl TaskObserver for Recorder {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ContentBlock;
+    use crate::session::UserSource;
+
+    #[test]
+    fn one_agent_at_a_time_appends_and_an_unused_new_session_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sessions = dir.path().join("sessions");
+        let recorder = Recorder::create(&sessions, dir.path(), "p", "m").unwrap();
+        let (id, path) = (recorder.id().to_string(), recorder.path().to_path_buf());
+        let blocks = [ContentBlock::Text { text: "hi".into() }];
+        assert!(
+            recorder
+                .write(&Record::User {
+                    source: UserSource::Prompt,
+                    blocks: (&blocks[..]).into(),
+                    delivered: Default::default(),
+                })
+                .is_none()
+        );
+        assert!(matches!(
+            Recorder::reopen(&path, &id),
+            Err(SessionError::InUse(_))
+        ));
+        drop(recorder);
+        // A torn last line is ended before the next record.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"type\":\"us")
+            .unwrap();
+        let again = Recorder::reopen(&path, &id).unwrap();
+        drop(again);
+        let replayed = crate::session::replay::read(&path).unwrap();
+        assert_eq!((replayed.prompts, replayed.skipped), (1, 1));
+        assert!(path.exists(), "a used session stays");
+
+        let unused = Recorder::create(&sessions, dir.path(), "p", "m").unwrap();
+        let unused_path = unused.path().to_path_buf();
+        assert!(unused_path.exists());
+        drop(unused);
+        assert!(!unused_path.exists());
+    }
+}
