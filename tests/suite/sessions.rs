@@ -219,11 +219,10 @@ fn a_session_killed_mid_tool_call_resumes_with_every_call_answered() {
     let marker = format!("{}", 41_000 + std::process::id() % 10_000);
     let server = ModelServer::start(vec![Reply::text_and_tools(
         "running it",
-        vec![tool_use(
-            "t1",
-            "bash",
-            json!({"command": format!("sleep {marker}")}),
-        )],
+        vec![
+            tool_use("t0", "bash", json!({"command": "echo quick-one-done"})),
+            tool_use("t1", "bash", json!({"command": format!("sleep {marker}")})),
+        ],
     )]);
     let env = TestEnv::new();
     let mut cmd = agent(&env, &server);
@@ -254,12 +253,18 @@ fn a_session_killed_mid_tool_call_resumes_with_every_call_answered() {
     assert_eq!(messages.len(), 3, "{messages:#?}");
     assert_every_call_answered(messages);
     let results = request.tool_results();
-    assert_eq!(results[0].0, "t1");
+    // The call that was done keeps its real result; the one cut short gets an error.
+    assert_eq!(results[0].0, "t0");
     assert!(
-        results[0].1.contains("interrupted: the agent exited"),
+        results[0].1.contains("quick-one-done") && !results[0].2,
         "{results:?}"
     );
-    assert!(results[0].2, "an error result");
+    assert_eq!(results[1].0, "t1");
+    assert!(
+        results[1].1.contains("interrupted: the agent exited"),
+        "{results:?}"
+    );
+    assert!(results[1].2, "an error result");
     assert!(request.last_user_text().ends_with("carry on"));
     resumed.assert_protocol_ok();
 }

@@ -151,6 +151,11 @@ pub enum Record<'a> {
     Assistant {
         content: Cow<'a, [ContentBlock]>,
     },
+    /// One call's result, the moment the call is done. The `tool_results` user record
+    /// that follows holds them all; these matter only if the agent stops before it.
+    Answered {
+        result: Cow<'a, ContentBlock>,
+    },
     /// The whole history replaced (a compaction, say); replay starts over from it.
     History {
         messages: Cow<'a, [Message]>,

@@ -31,6 +31,9 @@ pub struct Replayed {
     pub first_prompt: Option<String>,
     /// Lines that could not be read and were skipped (a torn last line is not counted).
     pub skipped: usize,
+    /// Results of calls of the last assistant message that were done when the agent
+    /// stopped before adding them to the history (see [`repair`]).
+    pub answered: Vec<ContentBlock>,
 }
 
 /// What a transcript says about one background task.
@@ -113,6 +116,7 @@ pub fn parse(text: &str) -> Result<Replayed, String> {
         model_calls: 0,
         first_prompt: None,
         skipped: 0,
+        answered: Vec::new(),
     };
     for record in records {
         match record {
@@ -129,7 +133,15 @@ pub fn parse(text: &str) -> Result<Replayed, String> {
 
 impl Replayed {
     fn apply(&mut self, record: Record<'_>) {
+        if matches!(
+            record,
+            Record::User { .. } | Record::Assistant { .. } | Record::History { .. }
+        ) {
+            // The history moved on: results kept for a cut turn are in it or moot.
+            self.answered.clear();
+        }
         match record {
+            Record::Answered { result } => self.answered.push(result.into_owned()),
             Record::User {
                 source,
                 blocks,
@@ -214,8 +226,9 @@ pub fn push_user(history: &mut Vec<Message>, blocks: Vec<ContentBlock>) {
 /// at the start of the next user message: inside the history (a damaged transcript)
 /// the missing results are put in place; for the last assistant message (the agent
 /// exited mid-turn) they are returned, for the caller to add and record as the loop
-/// would. An unfinished last user message is kept as it is.
-pub fn repair(history: &mut Vec<Message>) -> Vec<ContentBlock> {
+/// would: the results in `answered` of the calls that were done, an error for the
+/// others. An unfinished last user message is kept as it is.
+pub fn repair(history: &mut Vec<Message>, mut answered: Vec<ContentBlock>) -> Vec<ContentBlock> {
     // A history starts with a user message, and results there would answer nothing.
     while let Some(first) = history.first_mut() {
         if first.role == Role::User {
@@ -244,7 +257,13 @@ pub fn repair(history: &mut Vec<Message>) -> Vec<ContentBlock> {
             .collect();
         let next = index + 1;
         if next == history.len() {
-            return calls.into_iter().map(interrupted).collect();
+            return calls
+                .into_iter()
+                .map(|id| match answered.iter().position(|r| answers(r, &id)) {
+                    Some(at) => answered.swap_remove(at),
+                    None => interrupted(id),
+                })
+                .collect();
         }
         if history[next].role == Role::Assistant {
             history.insert(
@@ -259,14 +278,9 @@ pub fn repair(history: &mut Vec<Message>) -> Vec<ContentBlock> {
         // Results first, in call order: those present are kept, missing ones made up.
         let mut results: Vec<ContentBlock> = calls
             .iter()
-            .map(|id| {
-                match answer
-                    .iter()
-                    .position(|b| matches!(b, ContentBlock::ToolResult { tool_use_id, .. } if tool_use_id == id))
-                {
-                    Some(at) => answer.remove(at),
-                    None => interrupted(id.clone()),
-                }
+            .map(|id| match answer.iter().position(|b| answers(b, id)) {
+                Some(at) => answer.remove(at),
+                None => interrupted(id.clone()),
             })
             .collect();
         // A result that answers no call of the message before would be refused.
@@ -281,6 +295,10 @@ pub fn repair(history: &mut Vec<Message>) -> Vec<ContentBlock> {
         index = next + 1;
     }
     Vec::new()
+}
+
+fn answers(block: &ContentBlock, id: &str) -> bool {
+    matches!(block, ContentBlock::ToolResult { tool_use_id, .. } if tool_use_id == id)
 }
 
 fn interrupted(tool_use_id: String) -> ContentBlock {

@@ -131,7 +131,7 @@ fn an_unanswered_call_gets_an_interrupted_result_and_an_unfinished_prompt_is_kep
     ]))
     .unwrap()
     .history;
-    let added = repair(&mut history);
+    let added = repair(&mut history, Vec::new());
     assert_eq!(added.len(), 2);
     assert!(
         matches!(&added[0], ContentBlock::ToolResult { tool_use_id, content, is_error: true }
@@ -146,8 +146,40 @@ fn an_unanswered_call_gets_an_interrupted_result_and_an_unfinished_prompt_is_kep
     ]))
     .unwrap()
     .history;
-    assert!(repair(&mut history).is_empty());
+    assert!(repair(&mut history, Vec::new()).is_empty());
     assert_eq!(history[0].content, [text("go")]);
+}
+
+#[test]
+fn results_of_calls_done_before_the_exit_are_kept() {
+    let replayed = parse(&transcript(&[
+        header(),
+        user(UserSource::Prompt, &[text("go")]),
+        assistant(&[call("t1"), call("t2")]),
+        line(Record::Answered {
+            result: std::borrow::Cow::Owned(result("t1", "wrote the file")),
+        }),
+    ]))
+    .unwrap();
+    let mut history = replayed.history;
+    let added = repair(&mut history, replayed.answered);
+    assert_eq!(added[0], result("t1", "wrote the file"));
+    assert!(
+        matches!(&added[1], ContentBlock::ToolResult { tool_use_id, is_error: true, .. } if tool_use_id == "t2")
+    );
+
+    // Once the results are in the history, the single ones are not used again.
+    let replayed = parse(&transcript(&[
+        header(),
+        user(UserSource::Prompt, &[text("go")]),
+        assistant(&[call("t1")]),
+        line(Record::Answered {
+            result: std::borrow::Cow::Owned(result("t1", "x")),
+        }),
+        user(UserSource::ToolResults, &[result("t1", "x")]),
+    ]))
+    .unwrap();
+    assert!(replayed.answered.is_empty());
 }
 
 #[test]
@@ -174,7 +206,7 @@ fn damage_inside_the_history_is_repaired_in_place() {
             content: vec![text("again")],
         },
     ];
-    assert!(repair(&mut history).is_empty());
+    assert!(repair(&mut history, Vec::new()).is_empty());
     assert_eq!(history[0].content, [text("go")]);
     assert_eq!(
         history[2].content,

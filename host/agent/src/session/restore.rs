@@ -109,7 +109,7 @@ pub fn open(
     // Read after locking: no other agent can be adding to it now.
     let replayed = replay::read(&path)?;
     let mut history = replayed.history;
-    let repairs = replay::repair(&mut history);
+    let repairs = replay::repair(&mut history, replayed.answered);
     if !repairs.is_empty() {
         // Recorded, so the next replay builds the same history before what follows.
         let _ = recorder.write(&Record::User {
