@@ -9,10 +9,14 @@
 //! and a torn last line is ignored when reading. Only the conversation goes in: never the
 //! API key or any other setting.
 //!
-//! [`transcript`] writes (the [`Recorder`] the agent calls when its history changes),
-//! [`replay`] reads a transcript back into a valid history, [`list`] finds sessions,
-//! [`restore`] turns the background tasks a transcript mentions into what the new run's
-//! BackgroundManager reports and can page through; [`clock`] names sessions and times.
+//! [`transcript`] writes (the [`Recorder`] the agent calls when its history changes, and
+//! the BackgroundManager when a task starts or ends), [`replay`] reads a transcript back
+//! into a valid history, [`list`] finds sessions, [`restore`] opens the session a run
+//! works in (new, or taken up again with its background tasks restored); [`clock`] names
+//! sessions and times them.
+//!
+//! Whoever replaces the history wholesale (a compaction) records [`Record::History`];
+//! replay then starts over from it.
 
 pub mod clock;
 pub mod list;

@@ -222,3 +222,53 @@ fn log_summary(path: &Path) -> (String, u64, Option<u64>) {
     };
     (text, len, modified)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::replay::Finished;
+
+    fn trace(log_path: PathBuf, finished: Option<Finished>, delivered: bool) -> TaskTrace {
+        TaskTrace {
+            id: "bg-4".into(),
+            command: "make".into(),
+            log_path,
+            started_ms: 1_000,
+            finished,
+            delivered,
+        }
+    }
+
+    #[test]
+    fn a_task_never_seen_to_end_is_reported_ended_by_the_exit_with_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("bg-4.log");
+        let mut text = String::from("first line\n");
+        text.push_str(&"x".repeat(20_000));
+        text.push_str("\nlast line\n");
+        std::fs::write(&log, &text).unwrap();
+        let r = restored(&trace(log.clone(), None, false), Some(61_000)).unwrap();
+        assert_eq!((r.key, r.status), (4, TaskStatus::Killed));
+        assert_eq!(r.note, Some(TaskNote::EndedByExit));
+        assert!(r.deliver);
+        assert!(r.duration >= Duration::from_secs(60), "{:?}", r.duration);
+        assert_eq!(r.output_bytes, text.len() as u64);
+        assert!(r.output.starts_with("first line") && r.output.ends_with("last line\n"));
+        assert!(r.output.contains("bytes not shown"), "{}", r.output);
+
+        let finished = Finished {
+            status: TaskStatus::Completed,
+            exit: Some(crate::process::ExitKind::Code(0)),
+            duration: Duration::from_secs(3),
+            output_bytes: 5,
+        };
+        let r = restored(&trace(log, Some(finished), true), None).unwrap();
+        assert_eq!(
+            (r.status, r.note, r.deliver),
+            (TaskStatus::Completed, None, false)
+        );
+
+        let gone = restored(&trace(dir.path().join("nope.log"), None, false), None).unwrap();
+        assert_eq!(gone.output, "(the log is gone)");
+    }
+}
