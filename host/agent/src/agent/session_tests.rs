@@ -49,7 +49,7 @@ async fn the_transcript_replays_to_the_same_history() {
             call(
                 "b1",
                 "background_run",
-                json!({"command": "echo from-the-task"}),
+                json!({"command": "sleep 2; echo from-the-task"}),
             ),
             call("s1", "bash", json!({"command": "echo now"})),
         ]),
