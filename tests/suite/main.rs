@@ -22,3 +22,4 @@ mod security_model_terminal;
 mod security_plugin_limits;
 mod security_plugin_trust;
 mod security_sandbox;
+mod sessions;

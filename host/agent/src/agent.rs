@@ -23,6 +23,7 @@ use crate::model::{
     ToolDefinition,
 };
 use crate::render::{Event, Renderer};
+use crate::session::{Record, Recorder, UserSource};
 use crate::task_text::background_results_text;
 use crate::tools::ToolRegistry;
 
@@ -66,6 +67,8 @@ pub struct Agent {
     answered: Vec<ContentBlock>,
     /// The model's context window and the conversation's size in it.
     context: Context,
+    /// Writes every change of the history to the session's transcript.
+    recorder: Option<Recorder>,
 }
 
 impl Agent {
@@ -94,6 +97,28 @@ impl Agent {
             history: Vec::new(),
             answered: Vec::new(),
             context: Context::default(),
+            recorder: None,
+        }
+    }
+
+    /// Continues in a session: its history (already valid) replaces this one, and its
+    /// recorder writes every change from now on.
+    pub fn switch_session(&mut self, history: Vec<Message>, recorder: Option<Recorder>) {
+        self.history = history;
+        self.answered.clear();
+        self.recorder = recorder;
+    }
+
+    /// The id of the session being recorded, if any.
+    pub fn session_id(&self) -> Option<&str> {
+        self.recorder.as_ref().map(Recorder::id)
+    }
+
+    /// Writes a record to the session's transcript, if there is one; a failure is shown
+    /// once and the conversation goes on.
+    fn record(&self, record: Record<'_>) {
+        if let Some(warning) = self.recorder.as_ref().and_then(|r| r.write(&record)) {
+            self.renderer.emit(Event::Warning(&warning));
         }
     }
 
@@ -105,12 +130,23 @@ impl Agent {
     /// Replaces the older turns by a summary now (`/compact`); the history is unchanged
     /// on error.
     pub async fn compact(&mut self) -> Result<Compacted, CompactError> {
+        let rewrites = self.context.rewrites();
         let compacted = self
             .context
             .compact_now(&mut self.history, &*self.provider, &self.renderer)
             .await;
+        self.record_if_rewritten(rewrites);
         self.renderer.idle();
         compacted
+    }
+
+    /// Records the whole history if the context rewrote it since `rewrites`.
+    fn record_if_rewritten(&self, rewrites: u64) {
+        if self.context.rewrites() != rewrites {
+            self.record(Record::History {
+                messages: std::borrow::Cow::Borrowed(&self.history),
+            });
+        }
     }
 
     /// The conversation so far.
@@ -130,9 +166,13 @@ impl Agent {
 
     async fn turn(&mut self, user_text: Option<&str>) -> Result<TurnEnd, TurnError> {
         if let Some(text) = user_text {
-            self.push_user(vec![ContentBlock::Text {
-                text: text.to_string(),
-            }]);
+            self.push_user(
+                vec![ContentBlock::Text {
+                    text: text.to_string(),
+                }],
+                UserSource::Prompt,
+                &[],
+            );
         }
         loop {
             self.deliver_background_results();
@@ -143,10 +183,13 @@ impl Agent {
                 system: &self.system,
                 tools: &self.tool_definitions,
             };
-            // A compaction is reported to the renderer as `Event::Compacted`.
+            // A compaction is reported to the renderer as `Event::Compacted`, and the
+            // rewritten history to the transcript.
+            let rewrites = self.context.rewrites();
             self.context
                 .fit(&mut self.history, frame, &*self.provider, &self.renderer)
                 .await;
+            self.record_if_rewritten(rewrites);
             let renderer = self.renderer.clone();
             let mut streamed_text = false;
             let mut on_event = |event: ModelEvent| match event {
@@ -174,6 +217,10 @@ impl Agent {
                 self.renderer.emit(Event::TextEnd);
             }
             let stop = response.stop_reason.clone();
+            self.record(Record::Usage {
+                usage: response.usage,
+                stop_reason: stop_reason_name(&stop).to_string(),
+            });
             self.renderer.emit(Event::TurnEnd {
                 stop_reason: stop_reason_name(&stop),
                 input_tokens: response.usage.input_tokens,
@@ -189,6 +236,9 @@ impl Agent {
             let calls: Vec<calls::Call> = content.iter().filter_map(calls::Call::of).collect();
             calls::valid_for_history(&mut content);
             if !content.is_empty() {
+                self.record(Record::Assistant {
+                    content: (&content[..]).into(),
+                });
                 self.history.push(Message {
                     role: Role::Assistant,
                     content,
@@ -207,7 +257,7 @@ impl Agent {
             self.answered.clear();
             let fatal = self.run_calls(&calls).await;
             let results = std::mem::take(&mut self.answered);
-            self.push_user(results);
+            self.push_user(results, UserSource::ToolResults, &[]);
             if let Some(error) = fatal {
                 return Err(error);
             }
@@ -225,11 +275,22 @@ impl Agent {
         self.renderer
             .emit(Event::BackgroundDelivered { task_ids: ids });
         let text = background_results_text(&finished);
-        self.push_user(vec![ContentBlock::Text { text }]);
+        let delivered: Vec<String> = finished.into_iter().map(|n| n.task_id).collect();
+        self.push_user(
+            vec![ContentBlock::Text { text }],
+            UserSource::Background,
+            &delivered,
+        );
     }
 
-    /// Appends blocks to the last message if it is the user's, or starts a user message.
-    fn push_user(&mut self, blocks: Vec<ContentBlock>) {
+    /// Appends blocks to the last message if it is the user's, or starts a user message;
+    /// the transcript records them, with where they came from.
+    fn push_user(&mut self, blocks: Vec<ContentBlock>, source: UserSource, delivered: &[String]) {
+        self.record(Record::User {
+            source,
+            blocks: (&blocks[..]).into(),
+            delivered: delivered.into(),
+        });
         match self.history.last_mut() {
             Some(message) if message.role == Role::User => message.content.extend(blocks),
             _ => self.history.push(Message {
@@ -268,11 +329,14 @@ impl Agent {
             })
             .collect();
         if !results.is_empty() {
-            self.push_user(results);
+            self.push_user(results, UserSource::Repair, &[]);
         }
     }
 }
 
+#[cfg(test)]
+#[path = "agent/session_tests.rs"]
+mod session_tests;
 #[cfg(test)]
 #[path = "agent_tests.rs"]
 mod tests;

@@ -45,10 +45,16 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         )?;
         return Ok(Outcome::of_check(ok));
     }
+    if let Some(Command::Sessions(command)) = &cli.command {
+        crate::session_commands::run(command, &config)?;
+        return Ok(Outcome::Success);
+    }
     // Before anything runs: a memory cap that cannot be enforced here refuses the run.
     crate::task_cgroup::configure(config.task_cgroups)?;
     // Check the key before the slower plugin loading, so a missing key fails at once.
     let client = config.model.client()?;
+    // A session that is not there fails before anything slower.
+    let session = crate::session_commands::open(&config, &crate::session_commands::choice(&cli))?;
     let (plugins, plugin_problems) = crate::plugin_commands::catalog(&config).load().await?;
     crate::orphans::spawn_orphan_reaper();
     // Declared before the shutdown guard, so the commands' temporary directory is removed
@@ -95,6 +101,10 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let system = system_prompt(&config);
     let mut agent = Agent::new(client, tools, background.clone(), renderer.clone(), system);
     agent.set_context_window(config.context.clone());
+    if let Some(resumed) = &session.resumed {
+        renderer.emit(Event::SessionResumed(resumed));
+    }
+    crate::session_commands::attach(session, &mut agent, &background);
 
     let outcome = match &cli.prompt {
         Some(prompt) => {

@@ -23,13 +23,13 @@
 //! listing, and one per model call to drain the queue.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast};
 
-use crate::background_state::{Killed, Launch, State};
+use crate::background_state::{Killed, Launch, Restored, State};
 use crate::process::{self, Confinement, Ending, ExitKind};
 use crate::task_processes::TaskProcesses;
 use agent_plugin_runtime::private_fs;
@@ -78,8 +78,16 @@ pub enum BackgroundError {
     },
 }
 
+/// Told of every task's start and end as it happens (the session transcript records
+/// them, so a resumed session knows what ran and what the model never heard of).
+pub trait TaskObserver: Send + Sync {
+    fn started(&self, task_id: &str, command: &str, log_path: &Path);
+    fn finished(&self, notification: &Notification);
+}
+
 struct Shared {
     config: BackgroundConfig,
+    observer: Mutex<Option<Arc<dyn TaskObserver>>>,
     state: Mutex<State>,
     /// Woken whenever a notification is queued.
     queued: Notify,
@@ -100,6 +108,7 @@ impl BackgroundManager {
         BackgroundManager {
             shared: Arc::new(Shared {
                 config,
+                observer: Mutex::new(None),
                 state: Mutex::new(state),
                 queued: Notify::new(),
                 finished,
@@ -142,11 +151,38 @@ impl BackgroundManager {
                 path: log_path.clone(),
                 source,
             })?;
+        if let Some(observer) = self.observer() {
+            observer.started(&id, command, &log_path);
+        }
         let launches = self
             .state()
             .enqueue(key, command, timeout, confinement, log_path, log);
         self.launch(launches);
         Ok(id)
+    }
+
+    /// Sets (or, with `None`, removes) who is told of task starts and ends.
+    pub fn set_observer(&self, observer: Option<Arc<dyn TaskObserver>>) {
+        *self
+            .shared
+            .observer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = observer;
+    }
+
+    fn observer(&self) -> Option<Arc<dyn TaskObserver>> {
+        self.shared
+            .observer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Takes in the tasks of a resumed session's earlier run (see [`State::restore`]);
+    /// those the model never heard of are delivered with its next request.
+    pub fn restore(&self, tasks: Vec<Restored>) {
+        self.state().restore(tasks);
+        self.shared.queued.notify_waiters();
     }
 
     fn launch(&self, launches: Vec<Launch>) {
@@ -249,6 +285,9 @@ impl BackgroundManager {
 
     /// Wakes the waiters of a queued notification and announces it on screen.
     fn announce(&self, notification: Notification) {
+        if let Some(observer) = self.observer() {
+            observer.finished(&notification);
+        }
         self.shared.queued.notify_waiters();
         let _ = self.shared.finished.send(notification);
     }

@@ -85,6 +85,24 @@ pub struct Launch {
     pub kill: oneshot::Receiver<()>,
 }
 
+/// A task of an earlier run of a resumed session, known from its transcript: it keeps
+/// its id and log, and is told to the model if it never was.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub key: u64,
+    pub command: String,
+    pub status: TaskStatus,
+    pub exit: Option<ExitKind>,
+    pub duration: Duration,
+    /// What the model is told of its output (the head and tail of its log).
+    pub output: String,
+    pub output_bytes: u64,
+    pub log_path: PathBuf,
+    pub note: Option<TaskNote>,
+    /// Whether the model still has to be told of its end.
+    pub deliver: bool,
+}
+
 /// What [`State::kill`] did.
 #[derive(Debug)]
 pub enum Killed {
@@ -101,6 +119,9 @@ pub struct State {
     tasks: BTreeMap<u64, Task>,
     notifications: VecDeque<Notification>,
     next_key: u64,
+    /// Keys this run has reserved (the `max_tasks` cap counts only these, not the
+    /// restored tasks of an earlier run).
+    reserved: usize,
     /// Keys of queued tasks, oldest first: the order they get slots in.
     waiting: VecDeque<u64>,
     running: usize,
@@ -119,6 +140,7 @@ impl State {
             tasks: BTreeMap::new(),
             notifications: VecDeque::new(),
             next_key: 1,
+            reserved: 0,
             waiting: VecDeque::new(),
             running: 0,
             max_running: max_running.max(1),
@@ -130,12 +152,67 @@ impl State {
 
     /// Takes the next key, or `None` once the session has started `max_tasks` tasks.
     pub fn reserve_key(&mut self) -> Option<u64> {
-        if self.next_key > self.max_tasks as u64 {
+        if self.reserved >= self.max_tasks {
             return None;
         }
+        self.reserved += 1;
         let key = self.next_key;
         self.next_key += 1;
         Some(key)
+    }
+
+    /// Takes in the tasks of an earlier run: each replaces a finished task of the same
+    /// id (a running or queued one is left alone), those never told to the model are
+    /// queued as notifications, and new ids continue after the highest one.
+    pub fn restore(&mut self, restored: Vec<Restored>) {
+        for r in restored {
+            self.next_key = self.next_key.max(r.key + 1);
+            if self
+                .tasks
+                .get(&r.key)
+                .is_some_and(|t| !t.status.is_finished())
+            {
+                continue;
+            }
+            let notification = Notification {
+                task_id: task_id(r.key),
+                command: r.command.clone(),
+                status: r.status,
+                exit: r.exit,
+                duration: r.duration,
+                output: r.output.clone(),
+                output_bytes: r.output_bytes,
+                log_path: r.log_path.clone(),
+                note: r.note.clone(),
+            };
+            let now = Instant::now();
+            self.tasks.insert(
+                r.key,
+                Task {
+                    command: r.command,
+                    confinement: Confinement::Unsandboxed,
+                    status: r.status,
+                    exit: r.exit,
+                    created: now,
+                    started: Some(now),
+                    duration: Some(r.duration),
+                    timeout: Duration::ZERO,
+                    processes: None,
+                    output: TaskOutput::Delivered {
+                        summary: r.output,
+                        total: r.output_bytes,
+                    },
+                    log_path: r.log_path,
+                    note: r.note,
+                    log: None,
+                    kill: None,
+                    holds_slot: false,
+                },
+            );
+            if r.deliver {
+                self.notifications.push_back(notification);
+            }
+        }
     }
 
     /// Queues a task under a reserved key, then hands out every slot that is free.
@@ -380,110 +457,5 @@ fn info_of(key: u64, task: &Task) -> TaskInfo {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn log() -> std::fs::File {
-        tempfile::tempfile().unwrap()
-    }
-
-    fn start(state: &mut State, command: &str) -> (u64, Vec<Launch>) {
-        let key = state.reserve_key().unwrap();
-        let launches = state.enqueue(
-            key,
-            command,
-            Duration::from_secs(9),
-            Confinement::Unsandboxed,
-            "x.log".into(),
-            log(),
-        );
-        (key, launches)
-    }
-
-    fn keys(launches: &[Launch]) -> Vec<u64> {
-        launches.iter().map(|l| l.key).collect()
-    }
-
-    #[test]
-    fn slots_go_to_queued_tasks_in_start_order() {
-        let mut state = State::new(2, 10);
-        assert_eq!(keys(&start(&mut state, "a").1), [1]);
-        assert_eq!(keys(&start(&mut state, "b").1), [2]);
-        assert!(start(&mut state, "c").1.is_empty());
-        assert!(start(&mut state, "d").1.is_empty());
-        let statuses: Vec<_> = state.list().iter().map(|t| t.status).collect();
-        use TaskStatus::*;
-        assert_eq!(statuses, [Running, Running, Queued, Queued]);
-        // The second finishes first: the oldest queued task gets its slot.
-        let (_, next) = state.finish(2, Completed, None, None).unwrap();
-        assert_eq!(keys(&next), [3]);
-        let (_, next) = state.finish(1, Failed, None, None).unwrap();
-        assert_eq!(keys(&next), [4]);
-        assert!(
-            state.finish(1, Failed, None, None).is_none(),
-            "one end per task"
-        );
-    }
-
-    #[test]
-    fn a_kill_while_queued_ends_the_task_and_keeps_the_line_moving() {
-        let mut state = State::new(1, 10);
-        start(&mut state, "a");
-        start(&mut state, "b");
-        start(&mut state, "c");
-        let Some(Killed::Dequeued(n)) = state.kill(2) else {
-            panic!("a queued task ends at once");
-        };
-        assert_eq!(
-            (n.status, n.note),
-            (TaskStatus::Killed, Some(TaskNote::KilledWhileQueued))
-        );
-        assert!(matches!(state.kill(1), Some(Killed::Signalled)));
-        let (_, next) = state.finish(1, TaskStatus::Killed, None, None).unwrap();
-        assert_eq!(keys(&next), [3], "the killed queued task never starts");
-        assert!(matches!(
-            state.kill(2),
-            Some(Killed::AlreadyEnded(TaskStatus::Killed))
-        ));
-        assert_eq!(state.drain_notifications().len(), 2);
-        assert!(
-            state.drain_notifications().is_empty(),
-            "each is drained once"
-        );
-    }
-
-    #[test]
-    fn the_session_cap_refuses_more_tasks() {
-        let mut state = State::new(1, 2);
-        assert!(state.reserve_key().is_some());
-        assert!(state.reserve_key().is_some());
-        assert!(state.reserve_key().is_none());
-    }
-
-    #[test]
-    fn closing_ends_queued_tasks_and_starts_nothing() {
-        let mut state = State::new(1, 10);
-        start(&mut state, "a");
-        start(&mut state, "b");
-        assert_eq!(state.close().len(), 1);
-        let (_, next) = state.finish(1, TaskStatus::Killed, None, None).unwrap();
-        assert!(next.is_empty());
-        assert!(!state.list().iter().any(|t| !t.status.is_finished()));
-    }
-
-    #[test]
-    fn a_delivered_task_keeps_only_its_summary() {
-        let mut state = State::new(1, 10);
-        let (key, launches) = start(&mut state, "a");
-        launches[0].output.lock().unwrap().push(&vec![b'x'; 40_000]);
-        state.finish(key, TaskStatus::Completed, None, None);
-        state.drain_notifications();
-        let info = state.info(key).unwrap();
-        assert_eq!(info.output_bytes, 40_000);
-        assert!(
-            info.output.len() <= NOTIFICATION_OUTPUT_LIMIT + 100,
-            "{}",
-            info.output.len()
-        );
-    }
-}
+#[path = "background_state_tests.rs"]
+mod tests;

@@ -42,6 +42,8 @@ pub enum TaskNote {
     Lingering { processes: usize },
     /// A process of the task was killed for going over the memory cap (MiB).
     MemoryCap { mib: u64 },
+    /// The agent exited while the task ran (a task of a resumed session's earlier run).
+    EndedByExit,
 }
 
 /// What the model is told when a task ends; one per task.

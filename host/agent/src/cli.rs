@@ -109,6 +109,15 @@ pub struct Cli {
     /// tool results are cut and older turns replaced by a summary.
     #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u64).range(1024..))]
     pub context_window: Option<u64>,
+    /// Continue the newest session of this workspace (its conversation and background
+    /// tasks), with -p or in the REPL.
+    #[arg(short = 'c', long = "continue", conflicts_with = "resume")]
+    pub continue_session: bool,
+
+    /// Continue the session with this id (or a unique start of it); see `agent sessions
+    /// list`.
+    #[arg(long, value_name = "ID")]
+    pub resume: Option<String>,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -122,6 +131,20 @@ pub enum Command {
     /// The OS sandbox of bash and background tasks.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// Saved conversations (transcripts in the state directory's `sessions`).
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List the sessions of every workspace, newest first: id, workspace, start time,
+    /// turns (the user's requests) and the first request.
+    List {
+        /// One JSON object per line instead.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -73,6 +73,8 @@ pub struct Config {
     pub plugin_log: PathBuf,
     /// The REPL's line history, kept in the state directory.
     pub history_file: PathBuf,
+    /// Where session transcripts are kept.
+    pub sessions_dir: PathBuf,
     /// Compiled-component cache, `None` when no cache directory can be found.
     pub cache_dir: Option<PathBuf>,
     /// Directories searched for third-party plugins, in load order.
@@ -247,6 +249,7 @@ impl Config {
             task_log_dir: state_dir.join("tasks").join(&run_id),
             plugin_log: state_dir.join("tasks").join(&run_id).join("plugins.log"),
             history_file: state_dir.join("repl-history"),
+            sessions_dir: crate::session::sessions_dir(&state_dir),
             cache_dir,
             plugin_dirs,
             plugin_files: cli.plugins.clone(),

@@ -28,6 +28,9 @@
 //!   [`output`] bounds captured
 //!   output; [`tasklog`] pages through task logs; the runtime's `private_fs` keeps what
 //!   the agent stores private to the user.
+//! - [`session`] writes each conversation to a transcript as it happens and reads it back
+//!   to resume it (`--continue`, `--resume`, `/resume`); [`session_commands`] is
+//!   `agent sessions ...` and the REPL's `/resume`.
 //! - [`render`] turns events into text or JSON lines: library code never prints;
 //!   [`status`] is its live status line of running tasks; [`ui_text`] makes untrusted text
 //!   safe to show on a terminal (every print path uses it).
@@ -53,6 +56,8 @@ pub mod provider;
 pub mod render;
 pub mod repl;
 pub mod sandbox;
+pub mod session;
+pub mod session_commands;
 pub mod shutdown;
 pub mod status;
 pub mod task_cgroup;

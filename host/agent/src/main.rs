@@ -72,8 +72,13 @@ fn main() -> ExitCode {
                 "error: {}",
                 agent_host::ui_text::visible(&format!("{error:#}"))
             );
-            // A configuration problem is the user's to fix: exit 2, like a usage error.
-            if error.downcast_ref::<ConfigError>().is_some() {
+            // A configuration problem (or a session that is not there) is the user's to
+            // fix: exit 2, like a usage error.
+            let usage = error.downcast_ref::<ConfigError>().is_some()
+                || error
+                    .downcast_ref::<agent_host::session::SessionError>()
+                    .is_some_and(|e| e.is_usage());
+            if usage {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

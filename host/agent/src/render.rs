@@ -63,6 +63,8 @@ pub enum Event<'a> {
         results: usize,
         bytes: usize,
     },
+    /// An earlier session was taken up (`--continue`, `--resume`, `/resume`).
+    SessionResumed(&'a crate::session::restore::Resumed),
     TurnEnd {
         stop_reason: &'a str,
         input_tokens: u64,
@@ -187,6 +189,9 @@ impl Renderer {
             Event::ResultsCut { results, bytes } => eprintln!(
                 "[context: {results} old tool result(s) cut to head and tail ({bytes} bytes)]"
             ),
+            Event::SessionResumed(resumed) => {
+                to_stderr(&crate::session::restore::describe(resumed))
+            }
             Event::TurnEnd { .. } => {}
         }
     }
@@ -238,6 +243,11 @@ fn json_event(event: &Event<'_>) -> Option<Value> {
         Event::ResultsCut { results, bytes } => {
             json!({"type": "results_cut", "results": results, "bytes": bytes})
         }
+        Event::SessionResumed(r) => json!({
+            "type": "session_resumed", "session_id": r.id, "messages": r.messages,
+            "reported_tasks": r.reported_tasks, "skipped_lines": r.skipped,
+            "session_workspace": r.other_workspace,
+        }),
         Event::TurnEnd {
             stop_reason,
             input_tokens,

@@ -25,6 +25,7 @@ const HELP: &str = "Type a request for the agent. Commands:
   /tasks       list background tasks
   /compact     replace the older turns by a summary now (recent turns stay verbatim)
   /kill ID     stop a background task
+  /resume      list recent sessions of this workspace; /resume ID switches to one
   /help        this help
   exit, q      quit (or Ctrl-D); Ctrl-C stops the running turn";
 
@@ -175,6 +176,26 @@ pub async fn run(
                     Err(e) => eprintln!("{}", visible(&e.to_string())),
                 },
             },
+            _ if line == "/resume" || line.starts_with("/resume ") => {
+                match line["/resume".len()..].trim() {
+                    "" => {
+                        for session in
+                            crate::session_commands::recent_in_workspace(config, agent.session_id())
+                        {
+                            eprintln!("{session}");
+                        }
+                    }
+                    id => {
+                        match crate::session_commands::resume_in_repl(id, config, agent, background)
+                        {
+                            Ok(resumed) => {
+                                eprint!("{}", crate::session::restore::describe(&resumed))
+                            }
+                            Err(e) => eprintln!("{}", visible(&format!("{e:#}"))),
+                        }
+                    }
+                }
+            }
             _ if line.starts_with('/') => {
                 eprintln!("unknown command {}; type /help", one_line(line))
             }

@@ -44,6 +44,9 @@ impl fmt::Display for TaskNote {
                 f,
                 "a process of the task was killed for using more than its memory limit of {mib} MiB (--task-memory)"
             ),
+            TaskNote::EndedByExit => f.write_str(
+                "ended by the agent's exit: the agent stopped while this task ran, so its end was not seen; what it printed until then is in the log",
+            ),
         }
     }
 }

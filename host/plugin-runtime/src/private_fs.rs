@@ -88,6 +88,12 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
     )
 }
 
+/// Creates `path` as a new private file (0600) for appending; fails with
+/// `AlreadyExists` if anything, a symlink included, is there already.
+pub fn create_new_private_file(path: &Path) -> io::Result<File> {
+    open_private(path, OpenOptions::new().append(true).create_new(true))
+}
+
 /// Like [`create_private_file`], but appends to an existing file.
 pub fn append_private_file(path: &Path) -> io::Result<File> {
     open_private(path, OpenOptions::new().append(true).create(true))

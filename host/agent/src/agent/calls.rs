@@ -144,11 +144,15 @@ impl Agent {
             name: &call.name,
             output: &output,
         });
-        self.answered.push(ContentBlock::ToolResult {
+        let result = ContentBlock::ToolResult {
             tool_use_id: call.id.clone(),
             content: output.text,
             is_error: output.is_error,
+        };
+        self.record(crate::session::Record::Answered {
+            result: std::borrow::Cow::Borrowed(&result),
         });
+        self.answered.push(result);
     }
 }
 

@@ -38,6 +38,9 @@ const CUT_ENOUGH_PERCENT: u64 = 75;
 pub struct Context {
     settings: WindowSettings,
     size: estimate::SizeTracker,
+    /// How many times the history was rewritten (results cut, turns summarized), so the
+    /// caller can tell it changed and record it.
+    rewrites: u64,
 }
 
 impl Context {
@@ -45,6 +48,7 @@ impl Context {
         Context {
             settings,
             size: estimate::SizeTracker::default(),
+            rewrites: 0,
         }
     }
 
@@ -55,6 +59,11 @@ impl Context {
     /// Records the usage of the answer that made the history `history_len` long.
     pub fn observe(&mut self, usage: &Usage, history_len: usize) {
         self.size.observe(usage, history_len);
+    }
+
+    /// How many times this context rewrote the history so far.
+    pub fn rewrites(&self) -> u64 {
+        self.rewrites
     }
 
     /// The estimated size of the request `frame` + `history`.
@@ -145,6 +154,7 @@ impl Context {
         renderer.busy("thinking");
         if result.is_ok() {
             self.size.reset();
+            self.rewrites += 1;
         }
         result
     }
@@ -153,6 +163,7 @@ impl Context {
         let cut = trim::cut_old_results(history, spare, max);
         if cut.results > 0 {
             self.size.reset();
+            self.rewrites += 1;
             renderer.emit(Event::ResultsCut {
                 results: cut.results,
                 bytes: cut.bytes,
