@@ -22,6 +22,7 @@ use crate::model::{
 use crate::render::{Event, Renderer};
 use crate::task_text::background_results_text;
 use crate::tools::ToolRegistry;
+use crate::usage::SessionUsage;
 
 /// How a turn ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +62,8 @@ pub struct Agent {
     /// Results of the calls of the last assistant message answered so far; they go into
     /// the history when every call is answered, or when an interrupted turn is repaired.
     answered: Vec<ContentBlock>,
+    /// Tokens used, per turn and in all.
+    usage: SessionUsage,
 }
 
 impl Agent {
@@ -88,6 +91,7 @@ impl Agent {
             system,
             history: Vec::new(),
             answered: Vec::new(),
+            usage: SessionUsage::default(),
         }
     }
 
@@ -96,11 +100,17 @@ impl Agent {
         &self.history
     }
 
+    /// The tokens used so far, per turn and in all.
+    pub fn usage(&self) -> &SessionUsage {
+        &self.usage
+    }
+
     /// Runs one turn: adds the user's text (if any), then calls the model and runs the tools
     /// it asks for until it stops asking. With no text, the turn only happens when finished
     /// background tasks wait to be delivered.
     pub async fn run_turn(&mut self, user_text: Option<&str>) -> Result<TurnEnd, TurnError> {
         self.renderer.busy("thinking");
+        self.usage.start_turn();
         let end = self.turn(user_text).await;
         self.renderer.idle();
         end
@@ -140,6 +150,7 @@ impl Agent {
                 tools: &self.tool_definitions,
             };
             let response = self.provider.send(request, &mut on_event).await?;
+            self.usage.record(response.usage);
             if streamed_text {
                 self.renderer.emit(Event::TextEnd);
             }

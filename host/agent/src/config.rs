@@ -29,6 +29,8 @@ pub enum ConfigError {
     Workspace { path: PathBuf, reason: String },
     #[error("sandbox settings: {0}")]
     Sandbox(#[from] crate::sandbox::SettingsError),
+    #[error("price table: {0}")]
+    Prices(#[from] crate::usage::PricesError),
     #[error("{name} must be {what}, not {value:?}")]
     Invalid {
         name: &'static str,
@@ -72,6 +74,8 @@ pub struct Config {
     pub sandbox: crate::sandbox::Settings,
     /// The agent's own state, cache and config directories, which no command may reach.
     pub agent_dirs: Vec<PathBuf>,
+    /// Prices per model: built in, and the `[prices]` table of the user's config.toml.
+    pub prices: crate::usage::PriceTable,
 }
 
 /// Model settings before the API key is required (plugin commands need no key).
@@ -164,6 +168,9 @@ impl Config {
             .as_ref()
             .map(|d| (d.join("plugins"), Origin::User));
         let sandbox = sandbox_settings(cli, config_dir.as_deref())?;
+        let prices = crate::usage::PriceTable::load(
+            config_dir.as_ref().map(|d| d.join("config.toml")).as_deref(),
+        )?;
         let cache_root = cache_dir
             .as_ref()
             .and_then(|d| d.parent().map(Path::to_path_buf));
@@ -204,6 +211,7 @@ impl Config {
             },
             sandbox,
             agent_dirs,
+            prices,
         })
     }
 }
