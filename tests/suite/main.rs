@@ -7,6 +7,7 @@ mod support;
 mod approvals;
 mod background;
 mod background_control;
+mod cost;
 mod file_tools;
 mod harness_selftest;
 mod hostile;

@@ -15,12 +15,12 @@ use crate::cli::{Cli, Command, SandboxCommand};
 use crate::config::Config;
 use crate::model::anthropic::AnthropicClient;
 use crate::render::{Event, OutputFormat, Renderer};
-use crate::usage::{ExitReason, RunSummary};
 use crate::sandbox::Sandbox;
 use crate::shutdown::{Outcome, shutdown_signal};
 use crate::status::StatusLine;
 use crate::tools::ToolRegistry;
 use crate::tools::native::{NativeConfig, NativeTools};
+use crate::usage::{ExitReason, RunSummary};
 
 /// Ends every background process group when dropped, also on a panic or early return.
 struct ShutdownGuard(BackgroundManager);
@@ -126,21 +126,19 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
                 () = shutdown_signal() => Ok(None),
             }
         }
-        None => {
-            crate::repl::run(
-                &mut agent,
-                &background,
-                renderer.clone(),
-                &config,
-                &sandbox,
-                questions,
-            )
-            .await
-            .map(|outcome| match outcome {
-                Outcome::Interrupted => None,
-                _ => Some(TurnEnd::Done),
-            })
-        }
+        None => crate::repl::run(
+            &mut agent,
+            &background,
+            renderer.clone(),
+            &config,
+            &sandbox,
+            questions,
+        )
+        .await
+        .map(|outcome| match outcome {
+            Outcome::Interrupted => None,
+            _ => Some(TurnEnd::Done),
+        }),
     };
     background.shutdown().await;
     // Whatever no task's cgroup holds and left its group (`setsid daemon &`) was

@@ -169,7 +169,10 @@ impl Config {
             .map(|d| (d.join("plugins"), Origin::User));
         let sandbox = sandbox_settings(cli, config_dir.as_deref())?;
         let prices = crate::usage::PriceTable::load(
-            config_dir.as_ref().map(|d| d.join("config.toml")).as_deref(),
+            config_dir
+                .as_ref()
+                .map(|d| d.join("config.toml"))
+                .as_deref(),
         )?;
         let cache_root = cache_dir
             .as_ref()

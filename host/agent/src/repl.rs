@@ -189,7 +189,10 @@ pub async fn run(
 fn show_cost(agent: &Agent, config: &Config) {
     let usage = agent.usage();
     let prices = config.prices.lookup(&config.model.model);
-    for (what, tally) in [("session", usage.session()), ("last turn", usage.last_turn())] {
+    for (what, tally) in [
+        ("session", usage.session()),
+        ("last turn", usage.last_turn()),
+    ] {
         let cost = prices.map(|p| p.cost(&tally.usage));
         eprintln!(
             "{what} ({} model call{}): {}",

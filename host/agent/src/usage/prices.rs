@@ -143,9 +143,13 @@ impl PriceTable {
 
     fn parse(text: &str, path: &Path) -> Result<PriceTable, PricesError> {
         let file: ConfigFile = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            let line = e.span().map(|span| {
+                text.as_bytes()[..span.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            });
             let message = e.message().trim().replace('\n', " ");
             PricesError::Parse {
                 path: path.to_path_buf(),
@@ -272,10 +276,7 @@ mod tests {
         .unwrap();
         let sonnet = prices.lookup("claude-sonnet-4-5-20250929").unwrap();
         assert_eq!((sonnet.input, sonnet.output), (1.5, 15.0));
-        assert_eq!(
-            prices.lookup("my-model").unwrap(),
-            p(1.0, 2.0, 1.0, 0.1)
-        );
+        assert_eq!(prices.lookup("my-model").unwrap(), p(1.0, 2.0, 1.0, 0.1));
     }
 
     #[test]
@@ -284,7 +285,10 @@ mod tests {
         assert!(unknown_key.to_string().contains("line 4"), "{unknown_key}");
         assert!(unknown_key.to_string().contains("foo"), "{unknown_key}");
         let partial = table("[prices.\"x\"]\ninput = 1\n").unwrap_err();
-        assert!(partial.to_string().contains("both input and output"), "{partial}");
+        assert!(
+            partial.to_string().contains("both input and output"),
+            "{partial}"
+        );
         let negative = table("[prices.\"gpt-4o\"]\noutput = -1\n").unwrap_err();
         assert!(negative.to_string().contains("at least 0"), "{negative}");
     }
