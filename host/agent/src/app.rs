@@ -175,8 +175,8 @@ fn describe_tasks(background: BackgroundManager) -> crate::status::Describe {
 }
 
 /// Runs the prompt to the end, then waits for the background tasks it started and lets the
-/// model see each result, so no result is dropped.
-/// Returns how the last turn that ran ended.
+/// model see each result, so no result is dropped. Returns how the last turn that ran
+/// ended.
 async fn one_shot(
     agent: &mut Agent,
     prompt: &str,
