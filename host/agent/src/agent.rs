@@ -26,6 +26,7 @@ use crate::render::{Event, Renderer};
 use crate::session::{Record, Recorder, UserSource};
 use crate::task_text::background_results_text;
 use crate::tools::ToolRegistry;
+use crate::usage::SessionUsage;
 
 /// How a turn ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +70,8 @@ pub struct Agent {
     context: Context,
     /// Writes every change of the history to the session's transcript.
     recorder: Option<Recorder>,
+    /// Tokens used, per turn and in all.
+    usage: SessionUsage,
 }
 
 impl Agent {
@@ -98,6 +101,7 @@ impl Agent {
             answered: Vec::new(),
             context: Context::default(),
             recorder: None,
+            usage: SessionUsage::default(),
         }
     }
 
@@ -136,6 +140,9 @@ impl Agent {
             .compact_now(&mut self.history, &*self.provider, &self.renderer)
             .await;
         self.record_if_rewritten(rewrites);
+        if let Ok(compacted) = &compacted {
+            self.usage.record(compacted.usage);
+        }
         self.renderer.idle();
         compacted
     }
@@ -154,11 +161,17 @@ impl Agent {
         &self.history
     }
 
+    /// The tokens used so far, per turn and in all.
+    pub fn usage(&self) -> &SessionUsage {
+        &self.usage
+    }
+
     /// Runs one turn: adds the user's text (if any), then calls the model and runs the tools
     /// it asks for until it stops asking. With no text, the turn only happens when finished
     /// background tasks wait to be delivered.
     pub async fn run_turn(&mut self, user_text: Option<&str>) -> Result<TurnEnd, TurnError> {
         self.renderer.busy("thinking");
+        self.usage.start_turn();
         let end = self.turn(user_text).await;
         self.renderer.idle();
         end
@@ -186,9 +199,14 @@ impl Agent {
             // A compaction is reported to the renderer as `Event::Compacted`, and the
             // rewritten history to the transcript.
             let rewrites = self.context.rewrites();
-            self.context
+            let compacted = self
+                .context
                 .fit(&mut self.history, frame, &*self.provider, &self.renderer)
                 .await;
+            if let Some(compacted) = compacted {
+                // The summary was a model call of its own, billed like any other.
+                self.usage.record(compacted.usage);
+            }
             self.record_if_rewritten(rewrites);
             let renderer = self.renderer.clone();
             let mut streamed_text = false;
@@ -213,6 +231,7 @@ impl Agent {
                 tools: &self.tool_definitions,
             };
             let response = self.provider.send(request, &mut on_event).await?;
+            self.usage.record(response.usage);
             if streamed_text {
                 self.renderer.emit(Event::TextEnd);
             }

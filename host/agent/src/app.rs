@@ -13,12 +13,13 @@ use crate::approval::{ApprovalPolicy, Approvals};
 use crate::background::{BackgroundConfig, BackgroundManager};
 use crate::cli::{Cli, Command, SandboxCommand};
 use crate::config::Config;
-use crate::render::{Event, Renderer};
+use crate::render::{Event, OutputFormat, Renderer};
 use crate::sandbox::Sandbox;
 use crate::shutdown::{Outcome, shutdown_signal};
 use crate::status::StatusLine;
 use crate::tools::ToolRegistry;
 use crate::tools::native::{NativeConfig, NativeTools};
+use crate::usage::{ExitReason, RunSummary};
 
 /// Ends every background process group when dropped, also on a panic or early return.
 struct ShutdownGuard(BackgroundManager);
@@ -31,6 +32,7 @@ impl Drop for ShutdownGuard {
 }
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
+    let started = std::time::Instant::now();
     let config = Config::from_cli(&cli)?;
     if let Some(Command::Plugins(command)) = &cli.command {
         let ok = crate::plugin_commands::run(command, &config).await?;
@@ -75,15 +77,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         config.output,
         StatusLine::new(describe_tasks(background.clone())),
     );
-    for warning in sandbox.warnings() {
-        renderer.emit(Event::Warning(&warning));
-    }
     let (approvals, questions) = Approvals::new(config.approval);
-    if config.approval == ApprovalPolicy::Always {
-        renderer.emit(Event::Warning(
-            "--approval always: every command the model asks to run outside the sandbox runs there without asking you",
-        ));
-    }
     let native = NativeTools::new(
         NativeConfig {
             workspace: config.workspace.clone(),
@@ -95,6 +89,23 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Arc::new(approvals),
     );
     let (tools, problems) = ToolRegistry::with_plugins(native.into_tools(), &Arc::new(plugins));
+    // The first event of a JSON run, before any warning.
+    let tool_names: Vec<String> = tools.specs().map(|spec| spec.name.clone()).collect();
+    renderer.emit(Event::Session {
+        session_id: Some(session.recorder.id()),
+        provider: &config.model.provider,
+        model: &config.model.model,
+        tools: &tool_names,
+        workspace: &config.workspace.display().to_string(),
+    });
+    for warning in sandbox.warnings() {
+        renderer.emit(Event::Warning(&warning));
+    }
+    if config.approval == ApprovalPolicy::Always {
+        renderer.emit(Event::Warning(
+            "--approval always: every command the model asks to run outside the sandbox runs there without asking you",
+        ));
+    }
     for problem in plugin_problems.iter().chain(&problems) {
         renderer.emit(Event::Warning(problem));
     }
@@ -109,21 +120,23 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let outcome = match &cli.prompt {
         Some(prompt) => {
             tokio::select! {
-                result = one_shot(&mut agent, prompt, &background, &renderer) => result.map(|()| Outcome::Success),
-                () = shutdown_signal() => Ok(Outcome::Interrupted),
+                result = one_shot(&mut agent, prompt, &background, &renderer) => result.map(Some),
+                () = shutdown_signal() => Ok(None),
             }
         }
-        None => {
-            crate::repl::run(
-                &mut agent,
-                &background,
-                renderer.clone(),
-                &config,
-                &sandbox,
-                questions,
-            )
-            .await
-        }
+        None => crate::repl::run(
+            &mut agent,
+            &background,
+            renderer.clone(),
+            &config,
+            &sandbox,
+            questions,
+        )
+        .await
+        .map(|outcome| match outcome {
+            Outcome::Interrupted => None,
+            _ => Some(TurnEnd::Done),
+        }),
     };
     background.shutdown().await;
     // Whatever no task's cgroup holds and left its group (`setsid daemon &`) was
@@ -131,7 +144,27 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     crate::orphans::end_orphans(crate::process::KILL_GRACE).await;
     crate::task_cgroup::finish_run(std::time::Duration::from_millis(500)).await;
     renderer.idle();
-    outcome
+    let exit = match &outcome {
+        Ok(Some(TurnEnd::MaxTokens)) => ExitReason::MaxTokens,
+        Ok(Some(_)) => ExitReason::Done,
+        Ok(None) => ExitReason::Interrupted,
+        Err(error) => ExitReason::Error(format!("{error:#}")),
+    };
+    // The REPL shows its usage with /cost; a JSON run always ends with its result.
+    if cli.prompt.is_some() || renderer.format() == OutputFormat::Json {
+        let tally = agent.usage().session();
+        let prices = config.prices.lookup(&config.model.model);
+        renderer.emit(Event::Result(&RunSummary {
+            exit,
+            duration: started.elapsed(),
+            tally,
+            cost_usd: prices.map(|p| p.cost(&tally.usage)),
+        }));
+    }
+    outcome.map(|end| match end {
+        Some(_) => Outcome::Success,
+        None => Outcome::Interrupted,
+    })
 }
 
 /// The status line's text: the tasks running or queued, with their run time.
@@ -140,23 +173,25 @@ fn describe_tasks(background: BackgroundManager) -> crate::status::Describe {
 }
 
 /// Runs the prompt to the end, then waits for the background tasks it started and lets the
-/// model see each result, so no result is dropped.
+/// model see each result, so no result is dropped. Returns how the last turn that ran
+/// ended.
 async fn one_shot(
     agent: &mut Agent,
     prompt: &str,
     background: &BackgroundManager,
     renderer: &Renderer,
-) -> Result<()> {
-    agent.run_turn(Some(prompt)).await?;
+) -> Result<TurnEnd> {
+    let mut end = agent.run_turn(Some(prompt)).await?;
     while background.has_pending() {
         renderer.busy("waiting for background tasks");
         background.wait_for_notification().await;
         renderer.idle();
-        if agent.run_turn(None).await? == TurnEnd::Idle {
-            break;
+        match agent.run_turn(None).await? {
+            TurnEnd::Idle => break,
+            ended => end = ended,
         }
     }
-    Ok(())
+    Ok(end)
 }
 
 fn system_prompt(config: &Config) -> String {

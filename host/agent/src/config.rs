@@ -46,6 +46,8 @@ pub enum ConfigError {
     KeyFromWorkspace { provider: String, var: String },
     #[error("{}: {message}", path.display())]
     ConfigFile { path: PathBuf, message: String },
+    #[error("price table: {0}")]
+    Prices(#[from] crate::usage::PricesError),
     #[error("{name} must be {what}, not {value:?}")]
     Invalid {
         name: &'static str,
@@ -93,6 +95,8 @@ pub struct Config {
     pub agent_dirs: Vec<PathBuf>,
     /// The model's context window and when to compact.
     pub context: crate::context::WindowSettings,
+    /// Prices per model: built in, and the `[prices]` table of the user's config.toml.
+    pub prices: crate::usage::PriceTable,
 }
 
 /// Model settings before the API key is required (plugin commands need no key): the
@@ -226,6 +230,7 @@ impl Config {
             answer_tokens: u64::from(model.max_tokens),
             ..context
         };
+        let prices = crate::usage::PriceTable::load(&file)?;
         let cache_root = cache_dir
             .as_ref()
             .and_then(|d| d.parent().map(Path::to_path_buf));
@@ -263,6 +268,7 @@ impl Config {
             sandbox,
             agent_dirs,
             context,
+            prices,
         })
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 /// The tables the agent reads, and what each holds (for the unknown-table error).
-pub const TABLES: &[&str] = &["model", "providers", "sandbox", "context"];
+pub const TABLES: &[&str] = &["model", "providers", "sandbox", "context", "prices"];
 
 /// The file could not be read or says something the agent does not accept.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,15 @@ impl ConfigFile {
                 text: String::new(),
             }),
             Err(source) => Err(ConfigFileError::Read { path, source }),
+        }
+    }
+
+    /// A file with `text`, for tests of the tables' readers.
+    #[cfg(test)]
+    pub fn from_text(text: &str) -> ConfigFile {
+        ConfigFile {
+            path: Some(PathBuf::from("config.toml")),
+            text: text.to_string(),
         }
     }
 

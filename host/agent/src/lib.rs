@@ -67,3 +67,4 @@ pub mod task_text;
 pub mod tasklog;
 pub mod tools;
 pub mod ui_text;
+pub mod usage;

@@ -17,6 +17,7 @@ use crate::status::StatusLine;
 use crate::task_text;
 use crate::tools::ToolOutput;
 use crate::ui_text::{clip, json_line, one_line, visible};
+use crate::usage::{ExitReason, RunSummary, describe};
 
 /// How output is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,6 +71,18 @@ pub enum Event<'a> {
         input_tokens: u64,
         output_tokens: u64,
     },
+    /// The run begins (the first JSON event; nothing in text mode).
+    Session {
+        /// `None` until sessions are kept.
+        session_id: Option<&'a str>,
+        provider: &'a str,
+        model: &'a str,
+        tools: &'a [String],
+        workspace: &'a str,
+    },
+    /// The run ended (the last JSON event; in text mode the usage line, once a model
+    /// call was made).
+    Result(&'a RunSummary),
 }
 
 /// Prints events in the chosen format.
@@ -192,7 +205,12 @@ impl Renderer {
             Event::SessionResumed(resumed) => {
                 to_stderr(&crate::session::restore::describe(resumed))
             }
-            Event::TurnEnd { .. } => {}
+            Event::TurnEnd { .. } | Event::Session { .. } => {}
+            Event::Result(summary) => {
+                if summary.tally.calls > 0 {
+                    eprintln!("{}", describe(&summary.tally.usage, summary.cost_usd));
+                }
+            }
         }
     }
 }
@@ -255,7 +273,37 @@ fn json_event(event: &Event<'_>) -> Option<Value> {
         } => json!({
             "type": "turn_end", "stop_reason": stop_reason, "input_tokens": input_tokens, "output_tokens": output_tokens
         }),
+        Event::Session {
+            session_id,
+            provider,
+            model,
+            tools,
+            workspace,
+        } => json!({
+            "type": "session", "session_id": session_id, "provider": provider, "model": model,
+            "tools": tools, "workspace": workspace
+        }),
+        Event::Result(summary) => result_event(summary),
     })
+}
+
+/// `{"type":"result","exit_reason","error"?,"turns","duration_secs","usage","cost_usd"?}`;
+/// `turns` counts model calls.
+fn result_event(summary: &RunSummary) -> Value {
+    let mut event = json!({
+        "type": "result",
+        "exit_reason": summary.exit.name(),
+        "turns": summary.tally.calls,
+        "duration_secs": summary.duration.as_secs_f64(),
+        "usage": summary.tally.usage,
+    });
+    if let ExitReason::Error(message) = &summary.exit {
+        event["error"] = json!(message);
+    }
+    if let Some(cost) = summary.cost_usd {
+        event["cost_usd"] = json!(cost);
+    }
+    event
 }
 
 /// A one-line view of a tool input: the command or path when there is one. Line breaks

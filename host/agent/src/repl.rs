@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::render::{Event, OutputFormat, Renderer};
 use crate::shutdown::{Outcome, shutdown_signal};
 use crate::ui_text::{one_line, visible};
+use crate::usage::describe;
 use crate::{task_commands, task_text};
 
 const HELP: &str = "Type a request for the agent. Commands:
@@ -26,6 +27,7 @@ const HELP: &str = "Type a request for the agent. Commands:
   /compact     replace the older turns by a summary now (recent turns stay verbatim)
   /kill ID     stop a background task
   /resume      list recent sessions of this workspace; /resume ID switches to one
+  /cost        tokens used and their cost, this session and last turn
   /help        this help
   exit, q      quit (or Ctrl-D); Ctrl-C stops the running turn";
 
@@ -147,6 +149,7 @@ pub async fn run(
             "" => continue,
             "exit" | "q" | "quit" => break Outcome::Success,
             "/help" => eprintln!("{HELP}"),
+            "/cost" => show_cost(agent, config),
             "/tasks" => {
                 for task_line in task_commands::list(background) {
                     // Commands came from the model.
@@ -217,6 +220,31 @@ pub async fn run(
     };
     announcer.abort();
     Ok(outcome)
+}
+
+/// The tokens of the session and of the last turn, with their cost when the model's
+/// prices are known.
+fn show_cost(agent: &Agent, config: &Config) {
+    let usage = agent.usage();
+    let prices = config.prices.lookup(&config.model.model);
+    for (what, tally) in [
+        ("session", usage.session()),
+        ("last turn", usage.last_turn()),
+    ] {
+        let cost = prices.map(|p| p.cost(&tally.usage));
+        eprintln!(
+            "{what} ({} model call{}): {}",
+            tally.calls,
+            if tally.calls == 1 { "" } else { "s" },
+            describe(&tally.usage, cost)
+        );
+    }
+    if prices.is_none() {
+        eprintln!(
+            "(no prices known for {}: add a [prices.\"MODEL\"] table to config.toml for costs)",
+            one_line(&config.model.model)
+        );
+    }
 }
 
 /// Runs one turn to its end, putting the approval questions it raises to the user; `None`

@@ -62,11 +62,7 @@ where
         })?;
         let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
         match event.event.as_str() {
-            "message_start" => {
-                usage.input_tokens = data["message"]["usage"]["input_tokens"]
-                    .as_u64()
-                    .unwrap_or(0);
-            }
+            "message_start" => take_usage(&mut usage, &data["message"]["usage"]),
             "content_block_start" => {
                 let block = &data["content_block"];
                 let partial = match block["type"].as_str() {
@@ -110,9 +106,7 @@ where
                 if let Some(reason) = data["delta"]["stop_reason"].as_str() {
                     stop_reason = Some(StopReason::parse(reason));
                 }
-                if let Some(n) = data["usage"]["output_tokens"].as_u64() {
-                    usage.output_tokens = n;
-                }
+                take_usage(&mut usage, &data["usage"]);
             }
             "message_stop" => {
                 finished = true;
@@ -167,13 +161,39 @@ pub(super) fn parse_message(message: &Value) -> Result<ModelResponse, ModelError
     Ok(ModelResponse {
         content,
         stop_reason: StopReason::parse(message["stop_reason"].as_str().unwrap_or("end_turn")),
-        usage: Usage {
-            input_tokens: message["usage"]["input_tokens"].as_u64().unwrap_or(0),
-            output_tokens: message["usage"]["output_tokens"].as_u64().unwrap_or(0),
-            ..Usage::default()
+        usage: {
+            let mut usage = Usage::default();
+            take_usage(&mut usage, &message["usage"]);
+            usage
         },
     })
 }
+
+/// Takes the counts an answer's `usage` object has. The counts are totals so far, not
+/// increments: `message_delta` repeats them (often only `output_tokens`), so a count that
+/// is absent keeps the value it had.
+fn take_usage(usage: &mut Usage, reported: &Value) {
+    for (field, key) in [
+        (&mut usage.input_tokens, "input_tokens"),
+        (&mut usage.output_tokens, "output_tokens"),
+        (
+            &mut usage.cache_creation_input_tokens,
+            "cache_creation_input_tokens",
+        ),
+        (
+            &mut usage.cache_read_input_tokens,
+            "cache_read_input_tokens",
+        ),
+    ] {
+        if let Some(n) = reported[key].as_u64() {
+            *field = n;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "anthropic_usage_tests.rs"]
+mod usage_tests;
 
 #[cfg(test)]
 mod tests {
