@@ -22,14 +22,19 @@ const CALLS: usize = 60;
 const SUMMARY: &str =
     "SUMMARY: the user asked to read every file; files f00..f59 read; no background tasks";
 
-/// Whether a request is the summary call of a compaction.
+/// Whether a request is the summary call of a compaction. The system prompt is a string,
+/// or text blocks (which can carry a prompt-cache mark).
 fn is_summary(request: &Recorded) -> bool {
+    let system = match request.body.get("system") {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    };
     request.body.get("tools").is_none()
-        && request
-            .body
-            .get("system")
-            .and_then(Value::as_str)
-            .is_some_and(|s| s.contains("summary of a coding agent's conversation"))
+        && system.contains("summary of a coding agent's conversation")
 }
 
 fn tokens(request: &Recorded) -> usize {

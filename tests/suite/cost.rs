@@ -248,7 +248,16 @@ fn json_output_opens_with_the_session_and_closes_with_the_result() {
     let events = json_lines(&out.stdout);
     let session = &events[0];
     assert_eq!(session["type"], "session", "{out}");
-    assert_eq!(session["session_id"], Value::Null);
+    // The id names this run's transcript.
+    let id = session["session_id"].as_str().expect("a session id");
+    assert!(
+        env.state
+            .path()
+            .join("sessions")
+            .join(format!("{id}.jsonl"))
+            .is_file(),
+        "{out}"
+    );
     assert_eq!(session["provider"], "anthropic");
     assert_eq!(session["model"], "claude-haiku-4-5");
     let tools: Vec<&str> = session["tools"]
