@@ -8,6 +8,7 @@ mod approvals;
 mod background;
 mod background_control;
 mod compaction;
+mod config_show;
 mod cost;
 mod file_tools;
 mod harness_selftest;

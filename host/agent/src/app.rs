@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use crate::agent::{Agent, TurnEnd};
 use crate::approval::{ApprovalPolicy, Approvals};
 use crate::background::{BackgroundConfig, BackgroundManager};
-use crate::cli::{Cli, Command, SandboxCommand};
+use crate::cli::{Cli, Command, ConfigCommand, SandboxCommand};
 use crate::config::Config;
 use crate::render::{Event, OutputFormat, Renderer};
 use crate::sandbox::Sandbox;
@@ -46,6 +46,10 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             config.output,
         )?;
         return Ok(Outcome::of_check(ok));
+    }
+    if let Some(Command::Config(ConfigCommand::Show { json })) = &cli.command {
+        crate::config_show::run(&config, *json);
+        return Ok(Outcome::Success);
     }
     if let Some(Command::Sessions(command)) = &cli.command {
         crate::session_commands::run(command, &config)?;

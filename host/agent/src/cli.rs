@@ -134,6 +134,20 @@ pub enum Command {
     /// Saved conversations (transcripts in the state directory's `sessions`).
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// The agent's settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the settings this run would use and where each came from (flag, environment,
+    /// config.toml or default). The API key is never printed.
+    Show {
+        /// One JSON object instead.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

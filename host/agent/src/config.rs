@@ -97,6 +97,8 @@ pub struct Config {
     pub context: crate::context::WindowSettings,
     /// Prices per model: built in, and the `[prices]` table of the user's config.toml.
     pub prices: crate::usage::PriceTable,
+    /// Where the user's config.toml is (or would be).
+    pub config_file: Option<PathBuf>,
 }
 
 /// Model settings before the API key is required (plugin commands need no key): the
@@ -269,6 +271,7 @@ impl Config {
             agent_dirs,
             context,
             prices,
+            config_file: file.path().map(Path::to_path_buf),
         })
     }
 }

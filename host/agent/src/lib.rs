@@ -44,6 +44,7 @@ pub mod background_task;
 pub mod cli;
 pub mod config;
 pub mod config_file;
+pub mod config_show;
 pub mod context;
 pub mod dotenv;
 pub mod host_secrets;

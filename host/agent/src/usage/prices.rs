@@ -116,6 +116,11 @@ struct Entry {
 }
 
 impl PriceTable {
+    /// How many models the user's `[prices]` table prices.
+    pub fn user_entries(&self) -> usize {
+        self.user.len()
+    }
+
     /// The built-in prices with the `[prices]` table of `config_file` over them (a file
     /// that does not exist is no table).
     pub fn load(config: &ConfigFile) -> Result<PriceTable, PricesError> {
