@@ -23,11 +23,15 @@
 //! own totals (its `--output json` `result` event) are checked against them. Nothing
 //! timing-related is measured.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
+
+#[path = "support/read_file_model.rs"]
+mod read_file_model;
+use read_file_model::{answer, read_request};
 
 const TURNS: usize = 40;
 const FILE: &str = "notes.txt";
@@ -220,90 +224,12 @@ fn serve(stream: TcpStream, bill: &Mutex<Bill>) {
             }
             (seq, bill.request(&body))
         };
-        if writer.write_all(&answer(seq, usage)).is_err() {
+        let [input, read, write] = usage;
+        let usage = format!(
+            r#""input_tokens":{input},"cache_read_input_tokens":{read},"cache_creation_input_tokens":{write},"output_tokens":1"#
+        );
+        if writer.write_all(&answer(seq, TURNS, &usage)).is_err() {
             return;
         }
     }
-}
-
-/// Reads one request's head and `Content-Length` body; returns the body.
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
-    let mut length = 0;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().ok()?;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some(body)
-}
-
-/// The answer to request `seq` (0-based): a `read_file` call, or after `TURNS` of them the
-/// final text, streamed, with the simulated usage (uncached input, cache read, cache
-/// write).
-fn answer(seq: usize, [input, read, write]: [u64; 3]) -> Vec<u8> {
-    let mut sse = String::new();
-    let mut event = |name: &str, data: String| {
-        sse.push_str(&format!("event: {name}\ndata: {data}\n\n"));
-    };
-    event(
-        "message_start",
-        format!(
-            r#"{{"type":"message_start","message":{{"id":"msg_{seq:04}","type":"message","role":"assistant","content":[],"stop_reason":null,"usage":{{"input_tokens":{input},"cache_read_input_tokens":{read},"cache_creation_input_tokens":{write},"output_tokens":1}}}}}}"#
-        ),
-    );
-    let stop_reason = if seq < TURNS {
-        event(
-            "content_block_start",
-            format!(
-                r#"{{"type":"content_block_start","index":0,"content_block":{{"type":"tool_use","id":"toolu_{seq:04}","name":"read_file","input":{{}}}}}}"#
-            ),
-        );
-        event(
-            "content_block_delta",
-            r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"path\": \"notes.txt\"}"}}"#
-                .to_string(),
-        );
-        "tool_use"
-    } else {
-        event(
-            "content_block_start",
-            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#
-                .to_string(),
-        );
-        event(
-            "content_block_delta",
-            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"done reading"}}"#
-                .to_string(),
-        );
-        "end_turn"
-    };
-    event(
-        "content_block_stop",
-        r#"{"type":"content_block_stop","index":0}"#.to_string(),
-    );
-    event(
-        "message_delta",
-        format!(
-            r#"{{"type":"message_delta","delta":{{"stop_reason":"{stop_reason}"}},"usage":{{"output_tokens":20}}}}"#
-        ),
-    );
-    event("message_stop", r#"{"type":"message_stop"}"#.to_string());
-    format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{sse}\r\n0\r\n\r\n",
-        sse.len()
-    )
-    .into_bytes()
 }

@@ -15,12 +15,16 @@
 //! `TURNS_BENCH_AGENT` to time another `agent` binary (e.g. a copy built before a change,
 //! run in turn with this one: the machine's load moves the numbers a lot).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+#[path = "support/read_file_model.rs"]
+mod read_file_model;
+use read_file_model::{answer, read_request};
 
 const TURNS: usize = 200;
 const FILE: &str = "notes.txt";
@@ -187,7 +191,7 @@ fn serve(stream: TcpStream, log: &Mutex<Log>) {
             Ok(_) => {}
         }
         let arrived = Instant::now();
-        let Some(body) = read_request(&mut reader) else {
+        let Some(body) = read_request(&mut reader).and_then(|b| String::from_utf8(b).ok()) else {
             return;
         };
         let seq = {
@@ -198,7 +202,7 @@ fn serve(stream: TcpStream, log: &Mutex<Log>) {
         if let Some(problem) = check(seq, &body) {
             log.lock().unwrap().problems.push(problem);
         }
-        let response = answer(seq);
+        let response = answer(seq, TURNS, r#""input_tokens":100,"output_tokens":1"#);
         // Stamped before the write, not after it: this thread may be preempted between the
         // write and the stamp while the agent already answers, which would hide host time;
         // this way the one send system call counts as host time instead.
@@ -212,30 +216,6 @@ fn serve(stream: TcpStream, log: &Mutex<Log>) {
         }
         log.answered[seq] = answered;
     }
-}
-
-/// Reads one request's head and `Content-Length` body; returns the body.
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<String> {
-    let mut length = 0;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().ok()?;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    String::from_utf8(body).ok()
 }
 
 /// What is wrong with request `seq` (0-based), if anything: it must stream, and from the
@@ -254,67 +234,4 @@ fn check(seq: usize, body: &str) -> Option<String> {
         }
     }
     None
-}
-
-/// The answer to request `seq` (0-based): a `read_file` call, or after `TURNS` of them the
-/// final text, streamed as the Messages API does.
-fn answer(seq: usize) -> Vec<u8> {
-    let mut sse = String::new();
-    let mut event = |name: &str, data: String| {
-        sse.push_str(&format!("event: {name}\ndata: {data}\n\n"));
-    };
-    event(
-        "message_start",
-        format!(
-            r#"{{"type":"message_start","message":{{"id":"msg_{seq:04}","type":"message","role":"assistant","model":"bench-model","content":[],"stop_reason":null,"stop_sequence":null,"usage":{{"input_tokens":100,"output_tokens":1}}}}}}"#
-        ),
-    );
-    event("ping", r#"{"type":"ping"}"#.to_string());
-    let stop_reason = if seq < TURNS {
-        event(
-            "content_block_start",
-            format!(
-                r#"{{"type":"content_block_start","index":0,"content_block":{{"type":"tool_use","id":"toolu_{seq:04}","name":"read_file","input":{{}}}}}}"#
-            ),
-        );
-        for piece in ["", r#"{"path": "#, r#""notes.txt"}"#] {
-            event(
-                "content_block_delta",
-                format!(
-                    r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"input_json_delta","partial_json":{}}}}}"#,
-                    serde_json::Value::from(piece)
-                ),
-            );
-        }
-        "tool_use"
-    } else {
-        event(
-            "content_block_start",
-            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#
-                .to_string(),
-        );
-        event(
-            "content_block_delta",
-            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"done reading"}}"#
-                .to_string(),
-        );
-        "end_turn"
-    };
-    event(
-        "content_block_stop",
-        r#"{"type":"content_block_stop","index":0}"#.to_string(),
-    );
-    event(
-        "message_delta",
-        format!(
-            r#"{{"type":"message_delta","delta":{{"stop_reason":"{stop_reason}","stop_sequence":null}},"usage":{{"output_tokens":20}}}}"#
-        ),
-    );
-    event("message_stop", r#"{"type":"message_stop"}"#.to_string());
-    // Chunked, as the API streams: the last event, then the chunk that ends the body.
-    format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{sse}\r\n0\r\n\r\n",
-        sse.len()
-    )
-    .into_bytes()
 }

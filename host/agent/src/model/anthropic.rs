@@ -12,9 +12,7 @@ pub use super::anthropic_answer::Limits;
 use super::anthropic_answer::{parse_message, read_events};
 use super::http::{Answer, Endpoint, HttpSettings, secret_header};
 use super::request_body::{RequestEncoder, Settings};
-use super::{
-    ContentBlock, ModelError, ModelEvent, ModelFuture, ModelProvider, ModelRequest, ModelResponse,
-};
+use super::{ModelError, ModelEvent, ModelFuture, ModelProvider, ModelRequest, ModelResponse};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 const API_VERSION: &str = "2023-06-01";
@@ -99,11 +97,7 @@ impl AnthropicClient {
         match self.endpoint.call(&body, on_event).await? {
             Answer::Json(message) => {
                 let response = parse_message(&message)?;
-                for block in &response.content {
-                    if let ContentBlock::Text { text } = block {
-                        on_event(ModelEvent::TextDelta(text.clone()));
-                    }
-                }
+                response.announce_text(on_event);
                 Ok(response)
             }
             Answer::Stream(events) => read_events(events, on_event).await,

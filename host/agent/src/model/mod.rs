@@ -126,6 +126,18 @@ pub struct ModelResponse {
     pub usage: Usage,
 }
 
+impl ModelResponse {
+    /// Reports the text of an answer that came whole (a server that ignored `stream`) as
+    /// if it had streamed, so the user sees it the same way.
+    pub(crate) fn announce_text(&self, on_event: &mut (dyn FnMut(ModelEvent) + Send)) {
+        for block in &self.content {
+            if let ContentBlock::Text { text } = block {
+                on_event(ModelEvent::TextDelta(text.clone()));
+            }
+        }
+    }
+}
+
 /// What happens during a call, for showing progress as it streams.
 #[derive(Debug, Clone)]
 pub enum ModelEvent {

@@ -41,11 +41,7 @@ impl OpenAiClient {
         match self.endpoint.call(&body, on_event).await? {
             Answer::Json(response) => {
                 let response = parse_response(&response)?;
-                for block in &response.content {
-                    if let ContentBlock::Text { text } = block {
-                        on_event(ModelEvent::TextDelta(text.clone()));
-                    }
-                }
+                response.announce_text(on_event);
                 Ok(response)
             }
             Answer::Stream(mut events) => {

@@ -43,11 +43,7 @@ impl OpenAiChatClient {
         match self.endpoint.call(&body, on_event).await? {
             Answer::Json(completion) => {
                 let response = parse_completion(&completion)?;
-                for block in &response.content {
-                    if let ContentBlock::Text { text } = block {
-                        on_event(ModelEvent::TextDelta(text.clone()));
-                    }
-                }
+                response.announce_text(on_event);
                 Ok(response)
             }
             Answer::Stream(mut events) => {
