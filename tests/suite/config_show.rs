@@ -29,7 +29,7 @@ fn each_setting_says_where_it_came_from() {
     let env = TestEnv::new();
     write_config(
         &env,
-        "[model]\nmax_tokens = 1000\n[context]\nwindow = 50000\n[sandbox]\nmode = \"read-only\"\n",
+        "[model]\nmax_tokens = 1000\n[context]\nwindow = 50000\n[sandbox]\nmode = \"read-only\"\n[limits]\nbash_timeout = 9\nmax_tasks = 5\n",
     );
     let report = show(&env, &server, &["--bash-timeout", "7"]);
     let setting = |name: &str| {
@@ -61,7 +61,14 @@ fn each_setting_says_where_it_came_from() {
         setting("bash_timeout"),
         ("7s".into(), "--bash-timeout".into())
     );
-    assert_eq!(setting("background_timeout").1, "default");
+    assert_eq!(
+        setting("background_timeout"),
+        ("300s".into(), "default".into())
+    );
+    assert_eq!(
+        setting("max_tasks"),
+        ("5".into(), "config.toml [limits] max_tasks".into())
+    );
     assert_eq!(
         setting("api_key"),
         ("set".into(), "ANTHROPIC_API_KEY".into())
@@ -69,6 +76,7 @@ fn each_setting_says_where_it_came_from() {
 
     // A flag beats the file.
     let report = show(&env, &server, &["--max-tokens", "50"]);
+    assert_eq!(report["bash_timeout"]["value"], "9s");
     assert_eq!(report["max_tokens"]["value"], "50");
     assert_eq!(report["max_tokens"]["source"], "--max-tokens");
 }
@@ -83,6 +91,7 @@ fn an_unknown_table_or_key_is_refused_with_its_line_and_column() {
             "line 4, column 2",
         ),
         ("[context]\n  windw = 5000\n", "line 2, column 3"),
+        ("[limits]\nmax_tasks = 0\n", "max_tasks must be at least 1"),
     ] {
         write_config(&env, text);
         let mut cmd = agent(&env, &server);

@@ -47,21 +47,25 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tokens: Option<u32>,
 
-    /// Default time limit of a `bash` command, in seconds.
-    #[arg(long, default_value_t = 120, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub bash_timeout: u64,
+    /// Default time limit of a `bash` command, in seconds (default 120, or `bash_timeout`
+    /// in the [limits] table of the agent's config.toml).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub bash_timeout: Option<u64>,
 
-    /// Default time limit of a background task, in seconds.
-    #[arg(long, default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub background_timeout: u64,
+    /// Default time limit of a background task, in seconds (default 300, or
+    /// `background_timeout` in [limits]).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub background_timeout: Option<u64>,
 
-    /// How many background tasks run at once; more wait in a queue.
-    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_background: u64,
+    /// How many background tasks run at once; more wait in a queue (default 8, or
+    /// `max_background` in [limits]).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_background: Option<u64>,
 
-    /// How many background tasks one session may start in all; more are refused.
-    #[arg(long, default_value_t = 300, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_tasks: u64,
+    /// How many background tasks one session may start in all; more are refused (default
+    /// 300, or `max_tasks` in [limits]).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tasks: Option<u64>,
 
     /// Memory limit of one command (a `bash` call or a background task, with every
     /// process it starts), in MiB; enforced by a cgroup, so the agent refuses to start

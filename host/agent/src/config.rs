@@ -69,6 +69,8 @@ pub struct Config {
     pub max_background: usize,
     /// Background tasks one session may start in all.
     pub max_tasks: usize,
+    /// Where the four limits above came from (see [`crate::limits`]).
+    pub limit_sources: Vec<(&'static str, String)>,
     /// Per-run directory of background task logs (outside the workspace).
     pub task_log_dir: PathBuf,
     /// Where plugins' `host.log` lines go: `plugins.log` in the per-run directory.
@@ -233,6 +235,7 @@ impl Config {
             ..context
         };
         let prices = crate::usage::PriceTable::load(&file)?;
+        let limits = crate::limits::Limits::resolve(cli, &file)?;
         let cache_root = cache_dir
             .as_ref()
             .and_then(|d| d.parent().map(Path::to_path_buf));
@@ -248,11 +251,12 @@ impl Config {
             workspace,
             model,
             output: cli.output,
-            bash_timeout: Duration::from_secs(cli.bash_timeout),
-            background_timeout: Duration::from_secs(cli.background_timeout),
+            bash_timeout: limits.bash_timeout,
+            background_timeout: limits.background_timeout,
             approval: approval_policy(cli)?,
-            max_background: usize::try_from(cli.max_background).unwrap_or(usize::MAX),
-            max_tasks: usize::try_from(cli.max_tasks).unwrap_or(usize::MAX),
+            max_background: limits.max_background,
+            max_tasks: limits.max_tasks,
+            limit_sources: limits.sources,
             task_log_dir: state_dir.join("tasks").join(&run_id),
             plugin_log: state_dir.join("tasks").join(&run_id).join("plugins.log"),
             history_file: state_dir.join("repl-history"),

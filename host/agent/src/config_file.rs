@@ -11,7 +11,14 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 /// The tables the agent reads, and what each holds (for the unknown-table error).
-pub const TABLES: &[&str] = &["model", "providers", "sandbox", "context", "prices"];
+pub const TABLES: &[&str] = &[
+    "model",
+    "providers",
+    "sandbox",
+    "context",
+    "prices",
+    "limits",
+];
 
 /// The file could not be read or says something the agent does not accept.
 #[derive(Debug, thiserror::Error)]

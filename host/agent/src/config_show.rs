@@ -142,31 +142,32 @@ fn rows(config: &Config) -> Vec<Row> {
         source: from_clap("approval", "--approval", None)
             .replace("default", "default (ask in the REPL, never with -p)"),
     });
-    for (name, id, flag, secs) in [
+    let limit_source = |key: &str| {
+        config
+            .limit_sources
+            .iter()
+            .find(|(name, _)| *name == key)
+            .map(|(_, source)| source.clone())
+            .unwrap_or_else(|| "default".to_string())
+    };
+    for (name, value) in [
         (
             "bash_timeout",
-            "bash_timeout",
-            "--bash-timeout",
-            config.bash_timeout.as_secs(),
+            format!("{}s", config.bash_timeout.as_secs()),
         ),
         (
             "background_timeout",
-            "background_timeout",
-            "--background-timeout",
-            config.background_timeout.as_secs(),
+            format!("{}s", config.background_timeout.as_secs()),
         ),
+        ("max_background", config.max_background.to_string()),
+        ("max_tasks", config.max_tasks.to_string()),
     ] {
         rows.push(Row {
             name,
-            value: format!("{secs}s"),
-            source: from_clap(id, flag, None),
+            value,
+            source: limit_source(name),
         });
     }
-    rows.push(Row {
-        name: "max_background",
-        value: config.max_background.to_string(),
-        source: from_clap("max_background", "--max-background", None),
-    });
     rows.push(Row {
         name: "prices",
         value: format!("{} model(s) from config.toml", config.prices.user_entries()),

@@ -48,6 +48,7 @@ pub mod config_show;
 pub mod context;
 pub mod dotenv;
 pub mod host_secrets;
+pub mod limits;
 pub mod model;
 pub mod orphans;
 pub mod output;
