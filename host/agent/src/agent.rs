@@ -294,7 +294,9 @@ impl Agent {
         self.renderer
             .emit(Event::BackgroundDelivered { task_ids: ids });
         let text = background_results_text(&finished);
-        let delivered: Vec<String> = finished.into_iter().map(|n| n.task_id).collect();
+        // A ready notification is recorded as `bg-N:ready`: its task's final result is
+        // still to come (a resumed session must deliver it).
+        let delivered: Vec<String> = finished.iter().map(|n| n.delivery_id()).collect();
         self.push_user(
             vec![ContentBlock::Text { text }],
             UserSource::Background,

@@ -29,8 +29,9 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast};
 
-use crate::background_state::{Killed, Launch, Restored, State};
+use crate::background_state::{Extras, Killed, Launch, Restored, State};
 use crate::process::{self, Confinement, Ending, ExitKind};
+use crate::readiness::ReadyBy;
 use crate::task_processes::TaskProcesses;
 use agent_plugin_runtime::private_fs;
 
@@ -70,6 +71,9 @@ pub enum BackgroundError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Returned by `write_input`.
+    #[error(transparent)]
+    Input(#[from] InputError),
     /// Returned when a page of a task's log cannot be read.
     #[error("cannot read the log {path}: {source}")]
     ReadLog {
@@ -83,6 +87,8 @@ pub enum BackgroundError {
 pub trait TaskObserver: Send + Sync {
     fn started(&self, task_id: &str, command: &str, log_path: &Path);
     fn finished(&self, notification: &Notification);
+    /// A running task became ready (`ready_pattern` / `ready_port`).
+    fn ready(&self, _notification: &Notification) {}
 }
 
 struct Shared {
@@ -133,6 +139,17 @@ impl BackgroundManager {
         timeout: Duration,
         confinement: Confinement,
     ) -> Result<String, BackgroundError> {
+        self.start_with(command, timeout, confinement, Extras::default())
+    }
+
+    /// [`BackgroundManager::start`] for a task watched for readiness or given a stdin pipe.
+    pub fn start_with(
+        &self,
+        command: &str,
+        timeout: Duration,
+        confinement: Confinement,
+        extras: Extras,
+    ) -> Result<String, BackgroundError> {
         let limit = self.shared.config.max_tasks;
         let key = self
             .state()
@@ -156,7 +173,7 @@ impl BackgroundManager {
         }
         let launches = self
             .state()
-            .enqueue(key, command, timeout, confinement, log_path, log);
+            .enqueue(key, command, timeout, confinement, log_path, log, extras);
         self.launch(launches);
         Ok(id)
     }
@@ -202,14 +219,17 @@ impl BackgroundManager {
             log,
             output,
             kill,
+            watch,
+            stdin,
         } = launch;
         // Only a sandboxed command's failure may be the sandbox's doing.
         let sandbox = match &confinement {
             Confinement::Sandboxed(sandbox) => Some(sandbox.clone()),
             Confinement::Unsandboxed => None,
         };
-        let shell =
-            match process::spawn_shell(&command, &self.shared.config.workspace, &confinement) {
+        let workspace = &self.shared.config.workspace;
+        let mut shell =
+            match process::spawn_shell_with_stdin(&command, workspace, &confinement, stdin) {
                 Ok(shell) => shell,
                 Err(e) => {
                     let note = TaskNote::LaunchFailed(e.to_string());
@@ -217,7 +237,9 @@ impl BackgroundManager {
                     return;
                 }
             };
-        self.state().started(key, shell.processes.clone());
+        self.shell_started(key, &mut shell);
+        let (mut matcher, port_watch) = self.watchers(key, watch);
+        let manager = self.clone();
 
         let mut log = log;
         let mut log_ok = true;
@@ -233,6 +255,11 @@ impl BackgroundManager {
             },
             move |bytes| {
                 output.lock().unwrap().push(bytes);
+                // After the push: the ready notification's output includes the line.
+                if let Some(line) = matcher.as_mut().and_then(|m| m.push(bytes)) {
+                    matcher = None;
+                    manager.became_ready(key, ReadyBy::Line(line));
+                }
                 if log_ok {
                     // One unbuffered write per chunk read (up to 64 KiB), so the log is
                     // always current for paging; a full disk only stops the log.
@@ -241,6 +268,9 @@ impl BackgroundManager {
             },
         )
         .await;
+        if let Some(watch) = port_watch {
+            watch.abort();
+        }
         let status = match run.ending {
             Ending::TimedOut => TaskStatus::TimedOut,
             Ending::Killed => TaskStatus::Killed,
@@ -286,7 +316,10 @@ impl BackgroundManager {
     /// Wakes the waiters of a queued notification and announces it on screen.
     fn announce(&self, notification: Notification) {
         if let Some(observer) = self.observer() {
-            observer.finished(&notification);
+            match notification.is_ready() {
+                true => observer.ready(&notification),
+                false => observer.finished(&notification),
+            }
         }
         self.shared.queued.notify_waiters();
         let _ = self.shared.finished.send(notification);
@@ -389,6 +422,9 @@ impl BackgroundManager {
         }
     }
 }
+
+mod live;
+pub use live::{InputError, MAX_INPUT, Written};
 
 #[cfg(test)]
 mod tests {

@@ -17,9 +17,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::background_task::{Notification, TaskInfo, TaskNote, TaskStatus, task_id, task_key};
+use crate::background_task::{
+    Notification, Readiness, TaskInfo, TaskNote, TaskStatus, task_id, task_key,
+};
 use crate::output::HeadTail;
 use crate::process::{Confinement, ExitKind};
+use crate::readiness::{ReadyBy, Watch};
 use crate::task_processes::TaskProcesses;
 
 /// Output kept in memory per task for `check_background`.
@@ -72,6 +75,12 @@ struct Task {
     kill: Option<oneshot::Sender<()>>,
     /// Whether the task holds one of the `max_running` slots.
     holds_slot: bool,
+    /// What the task waits for to be ready, and what made it ready once it is.
+    watch: Option<Watch>,
+    ready: Option<ReadyBy>,
+    /// Whether it was started with `stdin: true`, and the pipe's write end once it runs.
+    wants_stdin: bool,
+    stdin: Option<Stdin>,
 }
 
 /// Everything a task's runner needs, handed out when the task gets its slot.
@@ -83,6 +92,9 @@ pub struct Launch {
     pub log: std::fs::File,
     pub output: Arc<Mutex<HeadTail>>,
     pub kill: oneshot::Receiver<()>,
+    pub watch: Option<Watch>,
+    /// Whether its stdin is to be a pipe.
+    pub stdin: bool,
 }
 
 /// A task of an earlier run of a resumed session, known from its transcript: it keeps
@@ -184,6 +196,7 @@ impl State {
                 output_bytes: r.output_bytes,
                 log_path: r.log_path.clone(),
                 note: r.note.clone(),
+                readiness: Readiness::Unwatched,
             };
             let now = Instant::now();
             self.tasks.insert(
@@ -207,6 +220,10 @@ impl State {
                     log: None,
                     kill: None,
                     holds_slot: false,
+                    watch: None,
+                    ready: None,
+                    wants_stdin: false,
+                    stdin: None,
                 },
             );
             if r.deliver {
@@ -216,6 +233,7 @@ impl State {
     }
 
     /// Queues a task under a reserved key, then hands out every slot that is free.
+    #[allow(clippy::too_many_arguments)]
     pub fn enqueue(
         &mut self,
         key: u64,
@@ -224,6 +242,7 @@ impl State {
         confinement: Confinement,
         log_path: PathBuf,
         log: std::fs::File,
+        extras: Extras,
     ) -> Vec<Launch> {
         let task = Task {
             command: command.to_string(),
@@ -243,6 +262,10 @@ impl State {
             log: Some(log),
             kill: None,
             holds_slot: false,
+            watch: extras.watch,
+            ready: None,
+            wants_stdin: extras.stdin,
+            stdin: None,
         };
         self.tasks.insert(key, task);
         // Keys are reserved in start order; keep the line in that order even if two
@@ -279,6 +302,8 @@ impl State {
                 log,
                 output: output.clone(),
                 kill: kill_rx,
+                watch: task.watch.clone(),
+                stdin: task.wants_stdin,
             });
         }
         launches
@@ -312,6 +337,12 @@ impl State {
         task.kill = None;
         task.log = None;
         task.processes = None;
+        // Closing it tells whatever of the task still reads (a daemon left) there is no more.
+        task.stdin = None;
+        let readiness = match (&task.watch, &task.ready) {
+            (Some(watch), None) => Readiness::NeverReady(watch.describe()),
+            _ => Readiness::Unwatched,
+        };
         let freed = std::mem::take(&mut task.holds_slot);
         let (output, output_bytes) = task.output.render_within(NOTIFICATION_OUTPUT_LIMIT);
         let notification = Notification {
@@ -324,6 +355,7 @@ impl State {
             output_bytes,
             log_path: task.log_path.clone(),
             note,
+            readiness,
         };
         self.waiting.retain(|&k| k != key);
         if freed {
@@ -373,7 +405,8 @@ impl State {
     /// keeps only its notification's head and tail in memory from then on.
     pub fn drain_notifications(&mut self) -> Vec<Notification> {
         let drained: Vec<Notification> = self.notifications.drain(..).collect();
-        for notification in &drained {
+        // A ready notification leaves the running task's live output alone.
+        for notification in drained.iter().filter(|n| !n.is_ready()) {
             if let Some(task) = task_key(&notification.task_id).and_then(|k| self.tasks.get_mut(&k))
             {
                 task.output = TaskOutput::Delivered {
@@ -453,8 +486,13 @@ fn info_of(key: u64, task: &Task) -> TaskInfo {
         output_bytes,
         log_path: task.log_path.clone(),
         note: task.note.clone(),
+        ready: task.ready.clone(),
+        stdin_open: task.stdin_open(),
     }
 }
+
+mod live;
+pub use live::{Extras, NoInput, Stdin};
 
 #[cfg(test)]
 #[path = "background_state_tests.rs"]

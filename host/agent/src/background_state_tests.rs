@@ -15,6 +15,7 @@ fn start(state: &mut State, command: &str) -> (u64, Vec<Launch>) {
         Confinement::Unsandboxed,
         "x.log".into(),
         log(),
+        Extras::default(),
     );
     (key, launches)
 }

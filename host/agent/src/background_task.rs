@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::process::ExitKind;
+pub use crate::readiness::ReadyBy;
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +47,21 @@ pub enum TaskNote {
     EndedByExit,
 }
 
-/// What the model is told when a task ends; one per task.
+/// What a notification says about readiness (`ready_pattern`, `ready_port`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Readiness {
+    /// Nothing: the task was not watched, or it had been ready.
+    #[default]
+    Unwatched,
+    /// This is the task's ready notification: it runs on.
+    Ready(ReadyBy),
+    /// The task ended before it was ready; it waited for this (see
+    /// [`crate::readiness::Watch::describe`]).
+    NeverReady(String),
+}
+
+/// What the model is told when a task ends (one per task), or, once, when a watched
+/// task becomes ready (`readiness` is then [`Readiness::Ready`] and the task runs on).
 #[derive(Debug, Clone)]
 pub struct Notification {
     pub task_id: String,
@@ -59,6 +74,25 @@ pub struct Notification {
     pub output_bytes: u64,
     pub log_path: PathBuf,
     pub note: Option<TaskNote>,
+    pub readiness: Readiness,
+}
+
+impl Notification {
+    /// Whether this is a ready notification, not the task's final one.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.readiness, Readiness::Ready(_))
+    }
+
+    /// The id recorded as delivered in a session transcript: the task's id for its
+    /// final notification, `bg-N:ready` for its ready one (which must not count as the
+    /// final one delivered when a session is resumed).
+    pub fn delivery_id(&self) -> String {
+        if self.is_ready() {
+            format!("{}:ready", self.task_id)
+        } else {
+            self.task_id.clone()
+        }
+    }
 }
 
 /// A snapshot of one task, for `check_background` and the REPL's `/tasks`.
@@ -75,6 +109,10 @@ pub struct TaskInfo {
     pub output_bytes: u64,
     pub log_path: PathBuf,
     pub note: Option<TaskNote>,
+    /// What made the running task ready, once it is.
+    pub ready: Option<ReadyBy>,
+    /// Whether its stdin is a pipe `write_background` can write to (until closed).
+    pub stdin_open: bool,
 }
 
 /// The id the model and the user see for a table key: `bg-3`.

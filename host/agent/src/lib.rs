@@ -54,6 +54,7 @@ pub mod orphans;
 pub mod output;
 pub mod plugin_commands;
 pub mod process;
+pub mod readiness;
 pub mod provider;
 pub mod render;
 pub mod repl;

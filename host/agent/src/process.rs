@@ -2,7 +2,8 @@
 //!
 //! Every shell command the agent runs (the blocking `bash` tool and background tasks) goes
 //! through [`spawn_shell`]: `bash -c COMMAND` in the workspace, stdin from /dev/null (a
-//! command waiting on a prompt gets EOF instead of hanging), a documented environment, its
+//! command waiting on a prompt gets EOF instead of hanging; only a background task started
+//! with `stdin: true` gets a pipe instead), a documented environment, its
 //! own process group, its own cgroup where the machine allows one (see
 //! [`crate::task_processes`]: a timeout or kill reaches every process it started, daemons
 //! that left the group included), and stdout and stderr merged into one pipe in the order
@@ -87,6 +88,17 @@ pub fn spawn_shell(
     cwd: &Path,
     confinement: &Confinement,
 ) -> std::io::Result<ShellProcess> {
+    spawn_shell_with_stdin(command, cwd, confinement, false)
+}
+
+/// [`spawn_shell`], with stdin a pipe when `piped` (the write end is the child's
+/// `stdin`, for a background task started with `stdin: true`), else /dev/null.
+pub fn spawn_shell_with_stdin(
+    command: &str,
+    cwd: &Path,
+    confinement: &Confinement,
+    piped: bool,
+) -> std::io::Result<ShellProcess> {
     let sandbox = match confinement {
         Confinement::Sandboxed(sandbox) => {
             sandbox.ready()?;
@@ -106,7 +118,7 @@ pub fn spawn_shell(
         .env("PAGER", "cat")
         .env("GIT_PAGER", "cat")
         .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(Stdio::null())
+        .stdin(if piped { Stdio::piped() } else { Stdio::null() })
         .stdout(writer.try_clone()?)
         .stderr(writer)
         .process_group(0)

@@ -233,7 +233,7 @@ fn json_event(event: &Event<'_>) -> Option<Value> {
             "type": "tool_result", "id": id, "name": name, "is_error": output.is_error, "output": output.text
         }),
         Event::TaskFinished(n) => json!({
-            "type": "background_finished",
+            "type": if n.is_ready() { "background_ready" } else { "background_finished" },
             "task_id": n.task_id,
             "command": n.command,
             "status": n.status.as_str(),

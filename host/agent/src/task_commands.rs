@@ -21,6 +21,19 @@ pub fn start(
     Ok(task_text::started(&id, command, timeout))
 }
 
+/// [`start`] for a task watched for readiness or given a stdin pipe.
+pub fn start_with(
+    background: &BackgroundManager,
+    command: &str,
+    timeout: Duration,
+    confinement: Confinement,
+    extras: crate::background_state::Extras,
+) -> Result<String, BackgroundError> {
+    let said = task_text::started_extras(extras.watch.as_ref(), extras.stdin);
+    let id = background.start_with(command, timeout, confinement, extras)?;
+    Ok(task_text::started(&id, command, timeout) + &said)
+}
+
 /// One summary line per task, or a line saying there are none.
 pub fn list(background: &BackgroundManager) -> Vec<String> {
     task_text::listing(&background.list())

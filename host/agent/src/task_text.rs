@@ -10,7 +10,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::background_task::{Notification, TaskInfo, TaskNote, TaskStatus};
+use crate::background_task::{Notification, ReadyBy, Readiness, TaskInfo, TaskNote, TaskStatus};
 use crate::process::{self, ExitKind};
 use crate::tasklog::LogPage;
 use crate::ui_text::{clip, one_line};
@@ -61,15 +61,34 @@ pub fn status_line(status: TaskStatus, exit: Option<ExitKind>, duration: Duratio
     line
 }
 
+impl fmt::Display for ReadyBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadyBy::Line(line) => write!(f, "output line matched ready_pattern: {line}"),
+            ReadyBy::Port(port) => write!(f, "port {port} accepts connections"),
+        }
+    }
+}
+
 impl Notification {
     /// The text the model reads inside `<background-results>`.
     pub fn to_model_text(&self) -> String {
-        let mut text = format!(
-            "[bg:{}] {}",
-            self.task_id,
-            status_line(self.status, self.exit, self.duration)
-        );
+        let head = match &self.readiness {
+            Readiness::Ready(_) => format!(
+                "ready after {:.1}s (still running; its final result comes when it ends)",
+                self.duration.as_secs_f64()
+            ),
+            _ => status_line(self.status, self.exit, self.duration),
+        };
+        let mut text = format!("[bg:{}] {head}", self.task_id);
         text.push_str(&format!("\ncommand: {}", self.command));
+        match &self.readiness {
+            Readiness::Ready(by) => text.push_str(&format!("\nready: {by}")),
+            Readiness::NeverReady(awaited) => text.push_str(&format!(
+                "\nnote: exited before it was ready (it never printed or opened what ready_pattern/ready_port waited for: {awaited})"
+            )),
+            Readiness::Unwatched => {}
+        }
         if let Some(note) = &self.note {
             text.push_str(&format!("\nnote: {note}"));
         }
@@ -90,7 +109,7 @@ impl Notification {
 /// Wraps drained notifications for the model; the user turn carries no user input.
 pub fn background_results_text(notifications: &[Notification]) -> String {
     let mut text = String::from(
-        "<background-results>\nBackground tasks finished (this is an automatic notice, not input from the user):\n",
+        "<background-results>\nBackground tasks finished or became ready (this is an automatic notice, not input from the user):\n",
     );
     for n in notifications {
         text.push('\n');
@@ -115,10 +134,13 @@ impl TaskInfo {
 
 /// The one-line announcement of a finished background task, safe to print.
 pub fn finished_line(n: &Notification) -> String {
+    let state = match &n.readiness {
+        Readiness::Ready(_) => format!("ready after {:.1}s", n.duration.as_secs_f64()),
+        _ => status_line(n.status, n.exit, n.duration),
+    };
     format!(
-        "[background {} {}: {}]",
+        "[background {} {state}: {}]",
         n.task_id,
-        status_line(n.status, n.exit, n.duration),
         clip(&one_line(&n.command), 80)
     )
 }
@@ -131,8 +153,9 @@ pub fn status_line_text(tasks: &[TaskInfo]) -> String {
         .filter(|t| !t.status.is_finished())
         .map(|t| {
             let command: String = t.command.chars().take(30).collect();
+            let ready = if t.ready.is_some() { " ready" } else { "" };
             format!(
-                "{} {} {:.0}s {command}",
+                "{} {} {:.0}s{ready} {command}",
                 t.id,
                 t.status.as_str(),
                 t.elapsed.as_secs_f64()
@@ -152,6 +175,30 @@ pub fn started(id: &str, command: &str, timeout: Duration) -> String {
         "Background task {id} started: {command}\nIts result will be delivered to you when it finishes (time limit {:.0}s); keep working meanwhile.",
         timeout.as_secs_f64()
     )
+}
+
+/// What `background_run` adds for a watched task or one with a stdin pipe.
+pub fn started_extras(watch: Option<&crate::readiness::Watch>, stdin: bool) -> String {
+    let mut text = String::new();
+    if let Some(watch) = watch {
+        text.push_str(&format!(
+            "\nYou will also be told once when it is ready (waiting for {}).",
+            watch.describe()
+        ));
+    }
+    if stdin {
+        text.push_str("\nIts stdin is a pipe: write to it with write_background.");
+    }
+    text
+}
+
+/// The answer of `write_background`.
+pub fn written(id: &str, bytes: usize, closed: bool) -> String {
+    match (bytes, closed) {
+        (0, true) => format!("Closed {id}'s stdin (eof)."),
+        (n, true) => format!("Wrote {n} bytes to {id}'s stdin and closed it (eof)."),
+        (n, false) => format!("Wrote {n} bytes to {id}'s stdin."),
+    }
 }
 
 /// The lines of a task listing (`check_background` without an id, `/tasks`).
@@ -219,6 +266,8 @@ mod tests {
             output_bytes: 0,
             log_path: "/logs/bg-1.log".into(),
             note: None,
+            ready: None,
+            stdin_open: false,
         }
     }
 
@@ -231,6 +280,31 @@ mod tests {
         let text = status_line_text(&tasks);
         assert_eq!(text, " · bg-1 running 3s make\\n\\x1b[2Jall");
         assert_eq!(status_line_text(&tasks[1..]), "");
+        let mut ready = task(TaskStatus::Running, "serve");
+        ready.ready = Some(ReadyBy::Port(8080));
+        assert_eq!(status_line_text(&[ready]), " · bg-1 running 3s ready serve");
+    }
+
+    #[test]
+    fn a_ready_notification_says_what_made_it_ready_and_that_the_task_runs_on() {
+        let n = Notification {
+            task_id: "bg-2".into(),
+            command: "serve".into(),
+            status: TaskStatus::Running,
+            exit: None,
+            duration: Duration::from_millis(1500),
+            output: "booting\nListening on 8080".into(),
+            output_bytes: 28,
+            log_path: "/logs/bg-2.log".into(),
+            note: None,
+            readiness: Readiness::Ready(ReadyBy::Line("Listening on 8080".into())),
+        };
+        let text = n.to_model_text();
+        assert!(text.starts_with("[bg:bg-2] ready after 1.5s (still running;"), "{text}");
+        assert!(text.contains("\nready: output line matched ready_pattern: Listening on 8080\n"));
+        assert!(text.ends_with("booting\nListening on 8080"));
+        assert_eq!(n.delivery_id(), "bg-2:ready");
+        assert_eq!(finished_line(&n), "[background bg-2 ready after 1.5s: serve]");
     }
 
     #[test]

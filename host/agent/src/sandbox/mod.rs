@@ -98,6 +98,12 @@ impl Sandbox {
         self.mode
     }
 
+    /// Whether a sandboxed command may listen on (and connect to) TCP: the network is on,
+    /// or the sandbox is off.
+    pub fn lets_listen(&self) -> bool {
+        self.network || self.mode == Mode::Off
+    }
+
     /// `workspace-write, network off`, for the banner and notes.
     pub fn describe(&self) -> String {
         match self.mode {

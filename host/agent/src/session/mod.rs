@@ -184,6 +184,15 @@ pub enum Record<'a> {
         duration_ms: u64,
         output_bytes: u64,
     },
+    /// A running task became ready (`ready_pattern` / `ready_port`); its
+    /// `<background-results>` are in a `background` user record once delivered.
+    TaskReady {
+        task_id: String,
+        /// What made it ready, as the model is told.
+        ready: String,
+        /// Unix time in milliseconds.
+        at_ms: u64,
+    },
     /// The session was taken up again by a new run of the agent.
     Resumed {
         at: String,

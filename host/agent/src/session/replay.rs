@@ -205,6 +205,9 @@ impl Replayed {
                     });
                 }
             }
+            // The ready text the model got is in the history; a task's readiness
+            // matters no more once the run that watched it is gone.
+            Record::TaskReady { .. } => {}
             Record::Session(_) | Record::Resumed { .. } | Record::Unknown => {}
         }
     }

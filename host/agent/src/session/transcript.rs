@@ -18,6 +18,7 @@ use agent_plugin_runtime::private_fs;
 use super::clock::{self, Utc};
 use super::{FORMAT_VERSION, Header, Record, SessionError};
 use crate::background::{Notification, TaskObserver};
+use crate::background_task::Readiness;
 
 /// Appends records to one session's transcript; cheap to clone (clones share the file).
 #[derive(Clone)]
@@ -212,6 +213,15 @@ impl TaskObserver for Recorder {
             duration_ms: n.duration.as_millis() as u64,
             output_bytes: n.output_bytes,
         });
+    }
+    fn ready(&self, n: &Notification) {
+        if let Readiness::Ready(by) = &n.readiness {
+            let _ = self.write(&Record::TaskReady {
+                task_id: n.task_id.clone(),
+                ready: by.to_string(),
+                at_ms: clock::unix_millis(),
+            });
+        }
     }
 }
 

@@ -19,6 +19,8 @@ use crate::approval::{Approvals, Escalation, Verdict};
 use crate::background::BackgroundManager;
 use crate::output::HeadTail;
 use crate::process::{self, Confinement, Ending};
+use crate::background_state::Extras;
+use crate::readiness::Watch;
 use crate::task_commands;
 use crate::tasklog::{self, Page};
 
@@ -38,11 +40,12 @@ pub struct NativeConfig {
 }
 
 /// The names of the native tools, which no plugin tool may take.
-pub const NAMES: [&str; 4] = [
+pub const NAMES: [&str; 5] = [
     "bash",
     "background_run",
     "check_background",
     "kill_background",
+    "write_background",
 ];
 
 /// What the native tools share: their settings and the background tasks.
@@ -59,13 +62,11 @@ struct CommandInput {
     /// `Some` when the model asks to run the command outside the sandbox.
     sandbox: Option<SandboxRequest>,
     reason: Option<String>,
-}
-
-/// What the model may ask of the sandbox for one command (the schema's `enum`).
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum SandboxRequest {
-    Off,
+    /// `background_run` only: readiness and a stdin pipe.
+    ready_pattern: Option<String>,
+    ready_port: Option<u32>,
+    #[serde(default)]
+    stdin: bool,
 }
 
 #[derive(Deserialize)]
@@ -106,7 +107,8 @@ impl NativeTools {
             Arc::new(Bash(next(), shared.clone())),
             Arc::new(BackgroundRun(next(), shared.clone())),
             Arc::new(CheckBackground(next(), shared.clone())),
-            Arc::new(KillBackground(next(), shared)),
+            Arc::new(KillBackground(next(), shared.clone())),
+            Arc::new(WriteBackground(next(), shared)),
         ]
     }
 
@@ -147,8 +149,8 @@ impl NativeTools {
             },
             ToolSpec {
                 name: "background_run".into(),
-                description: "Start a shell command in the background and return its task id at once; every process it starts, daemons included, ends when the task ends. Keep working: when it finishes, its result is delivered to you automatically in <background-results>; there is no need to poll or sleep.".into(),
-                input_schema: command_schema("The bash command to run", self.config.background_timeout),
+                description: "Start a shell command in the background and return its task id at once; every process it starts, daemons included, ends when the task ends. Keep working: when it finishes, its result is delivered to you automatically in <background-results>; there is no need to poll or sleep. For a server or watcher give ready_pattern or ready_port: you are told once when it is ready (it keeps running; stop it with kill_background).".into(),
+                input_schema: background_schema(command_schema("The bash command to run", self.config.background_timeout)),
                 hints: ToolHints { destructive: true, ..ToolHints::default() },
             },
             ToolSpec {
@@ -174,6 +176,20 @@ impl NativeTools {
                     "required": ["task_id"]
                 }),
                 hints: ToolHints { destructive: true, idempotent: true, ..ToolHints::default() },
+            },
+            ToolSpec {
+                name: "write_background".into(),
+                description: "Write to the stdin of a background task started with stdin: true. The input is written as given: end a line with \\n. With eof: true its stdin is closed afterwards (the task reads end of input).".into(),
+                input_schema: json!({
+                    "type": "object",
+                    "properties": {
+                        "task_id": {"type": "string", "description": "The task id returned by background_run"},
+                        "input": {"type": "string", "maxLength": crate::background::MAX_INPUT, "description": "The text to write, e.g. \"yes\\n\""},
+                        "eof": {"type": "boolean", "description": "Close the task's stdin after writing"}
+                    },
+                    "required": ["task_id"]
+                }),
+                hints: ToolHints { destructive: true, ..ToolHints::default() },
             },
         ]
     }
@@ -275,8 +291,18 @@ impl NativeTools {
     async fn background_run(&self, input: CommandInput) -> Result<ToolOutput, String> {
         let timeout = self.timeout(input.timeout, self.config.background_timeout);
         check_command(&input.command)?;
+        let watch = Watch::new(input.ready_pattern.as_deref(), input.ready_port)
+            .map_err(|e| e.to_string())?;
         let (confinement, note) = self.confinement("background_run", &input).await?;
-        let mut text = task_commands::start(&self.background, &input.command, timeout, confinement)
+        if let (Some(Watch::Port(port)), Confinement::Sandboxed(sandbox)) = (&watch, &confinement)
+            && !sandbox.lets_listen()
+        {
+            return Err(format!(
+                "ready_port {port}: the task could not listen on TCP, because the sandbox closes the network (network off). The user can run the agent with --network (or --sandbox off); or ask for sandbox: \"off\" with a reason; or use ready_pattern on the line the server prints"
+            ));
+        }
+        let extras = Extras { watch, stdin: input.stdin };
+        let mut text = task_commands::start_with(&self.background, &input.command, timeout, confinement, extras)
             .map_err(|e| e.to_string())?;
         if let Some(note) = note {
             text.push('\n');
@@ -387,6 +413,9 @@ impl Tool for KillBackground {
         })
     }
 }
+
+mod background_extras;
+use background_extras::{WriteBackground, background_schema};
 
 #[cfg(test)]
 mod tests {
