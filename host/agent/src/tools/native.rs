@@ -69,6 +69,13 @@ struct CommandInput {
     stdin: bool,
 }
 
+/// What the model may ask of the sandbox for one command (the schema's `enum`).
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum SandboxRequest {
+    Off,
+}
+
 #[derive(Deserialize)]
 struct TaskInput {
     task_id: String,

@@ -17,13 +17,6 @@ struct WriteInput {
     eof: bool,
 }
 
-/// What the model may ask of the sandbox for one command (the schema's `enum`).
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum SandboxRequest {
-    Off,
-}
-
 impl NativeTools {
     async fn write_background(&self, input: WriteInput) -> Result<ToolOutput, String> {
         let written = self
