@@ -270,3 +270,62 @@ fn stdin_true_takes_input_and_eof_closes_it() {
     let (_, text, is_error) = late.expect("the late write was answered");
     assert!(is_error && text.contains("has ended (completed)"), "{text}");
 }
+
+/// Every file under `dir`, read as text (lossily).
+fn files_text(dir: &std::path::Path) -> String {
+    let mut text = String::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return text;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            text.push_str(&files_text(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            text.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    text
+}
+
+#[test]
+fn attach_shows_live_output_and_typed_lines_reach_only_the_task() {
+    use std::io::Write;
+    let server = ModelServer::start(vec![
+        Reply::tools(vec![tool_use(
+            "b1",
+            "background_run",
+            json!({"command": "echo waiting for input; while read l; do echo \"got ${#l} chars\"; done", "stdin": true}),
+        )]),
+        Reply::text("started it"),
+        Reply::text("ok"),
+        Reply::text("ok"),
+    ]);
+    let env = TestEnv::new();
+    let mut cmd = agent(&env, &server);
+    cmd.stdin(std::process::Stdio::piped());
+    let mut running = crate::support::spawn(cmd);
+    let mut stdin = running.take_stdin().unwrap();
+    stdin.write_all(b"start a reader\n").unwrap();
+    let limit = Duration::from_secs(30);
+    running.wait_for_output(limit, |out, _| out.contains("started it"));
+    stdin.write_all(b"/attach bg-1\nsecret-pw-123\n").unwrap();
+    // The task's own output (its log) would hold what it prints: this task prints only
+    // the length of what it read.
+    running.wait_for_output(limit, |out, _| out.contains("got 13 chars"));
+    stdin.write_all(b"/detach\nexit\n").unwrap();
+    let out = running.wait(limit);
+    out.assert_success();
+    assert!(out.stdout.contains("waiting for input"), "the output so far: {out}");
+    assert!(out.stderr.contains("[attached to bg-1"), "{out}");
+    assert!(out.stderr.contains("[detached from bg-1]"), "{out}");
+    for request in server.requests() {
+        let sent = serde_json::to_string(request.messages()).unwrap();
+        assert!(!sent.contains("secret-pw-123"), "the model saw it: {sent}");
+    }
+    // Not in the transcript, the line history, or anything else the agent keeps.
+    let kept = files_text(env.state.path());
+    assert!(kept.contains("got 13 chars"), "the task log is there: {kept}");
+    assert!(!kept.contains("secret-pw-123"), "{kept}");
+    assert!(!files_text(env.config.path()).contains("secret-pw-123"));
+}

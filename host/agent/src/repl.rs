@@ -26,6 +26,8 @@ const HELP: &str = "Type a request for the agent. Commands:
   /tasks       list background tasks
   /compact     replace the older turns by a summary now (recent turns stay verbatim)
   /kill ID     stop a background task
+  /attach ID   watch a background task's output live and type into its stdin
+               (never seen by the model); Ctrl-] or /detach detaches
   /resume      list recent sessions of this workspace; /resume ID switches to one
   /cost        tokens used and their cost, this session and last turn
   /help        this help
@@ -47,6 +49,8 @@ enum Ask {
     Request,
     /// The answer to an approval question (not kept).
     Approval,
+    /// A line for an attached task's stdin (not kept: it may be a password).
+    Attach,
 }
 
 /// The line editor on its own thread: each request gets one line back.
@@ -74,11 +78,18 @@ impl LineReader {
                     .map(|p| Box::new(p) as Box<dyn ExternalPrinter + Send>);
                 let _ = printer_tx.send(printer);
                 let _ = editor.load_history(&history);
+                let attached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                editor.bind_sequence(
+                    rustyline::KeyEvent(rustyline::KeyCode::Char(']'), rustyline::Modifiers::CTRL),
+                    rustyline::EventHandler::Conditional(Box::new(attach::DetachKey(attached.clone()))),
+                );
                 for (ask, reply) in incoming {
                     let prompt = match ask {
                         Ask::Request => "agent> ",
                         Ask::Approval => "allow? [o]nce / [s]ession / [d]eny> ",
+                        Ask::Attach => "",
                     };
+                    attached.store(matches!(ask, Ask::Attach), std::sync::atomic::Ordering::Relaxed);
                     let input = match editor.readline(prompt) {
                         Ok(line) => {
                             if matches!(ask, Ask::Request) && !line.trim().is_empty() {
@@ -179,6 +190,10 @@ pub async fn run(
                     Err(e) => eprintln!("{}", visible(&e.to_string())),
                 },
             },
+            _ if line.starts_with("/attach") => match line["/attach".len()..].trim() {
+                "" => eprintln!("usage: /attach ID"),
+                id => attach::attach(&reader, background, id).await,
+            },
             _ if line == "/resume" || line.starts_with("/resume ") => {
                 match line["/resume".len()..].trim() {
                     "" => {
@@ -221,6 +236,8 @@ pub async fn run(
     announcer.abort();
     Ok(outcome)
 }
+
+mod attach;
 
 /// The tokens of the session and of the last turn, with their cost when the model's
 /// prices are known.
