@@ -88,6 +88,20 @@ fn a_line_matching_ready_pattern_tells_the_model_while_the_task_runs() {
     );
     // The output so far comes with it.
     assert!(requests[2].last_user_text().contains("booting"));
+    // The session transcript records it, and its delivery apart from the final result.
+    let transcript = files_text(&env.state.path().join("sessions"));
+    assert!(
+        transcript.contains("\"type\":\"task_ready\""),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("\"delivered\":[\"bg-1:ready\"]"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("\"delivered\":[\"bg-1\"]"),
+        "{transcript}"
+    );
     server.assert_protocol_ok();
 }
 
@@ -180,7 +194,10 @@ fn a_bad_ready_pattern_is_the_models_error_and_nothing_starts() {
     let requests = server.requests();
     let (_, text, is_error) = &requests[1].tool_results()[0];
     assert!(is_error, "{text}");
-    assert!(text.contains("ready_pattern is not a valid regex"), "{text}");
+    assert!(
+        text.contains("ready_pattern is not a valid regex"),
+        "{text}"
+    );
     assert!(!env.path("started").exists());
 }
 
@@ -316,7 +333,10 @@ fn attach_shows_live_output_and_typed_lines_reach_only_the_task() {
     stdin.write_all(b"/detach\nexit\n").unwrap();
     let out = running.wait(limit);
     out.assert_success();
-    assert!(out.stdout.contains("waiting for input"), "the output so far: {out}");
+    assert!(
+        out.stdout.contains("waiting for input"),
+        "the output so far: {out}"
+    );
     assert!(out.stderr.contains("[attached to bg-1"), "{out}");
     assert!(out.stderr.contains("[detached from bg-1]"), "{out}");
     for request in server.requests() {
@@ -325,7 +345,10 @@ fn attach_shows_live_output_and_typed_lines_reach_only_the_task() {
     }
     // Not in the transcript, the line history, or anything else the agent keeps.
     let kept = files_text(env.state.path());
-    assert!(kept.contains("got 13 chars"), "the task log is there: {kept}");
+    assert!(
+        kept.contains("got 13 chars"),
+        "the task log is there: {kept}"
+    );
     assert!(!kept.contains("secret-pw-123"), "{kept}");
     assert!(!files_text(env.config.path()).contains("secret-pw-123"));
 }

@@ -171,9 +171,9 @@ impl BackgroundManager {
         if let Some(observer) = self.observer() {
             observer.started(&id, command, &log_path);
         }
-        let launches = self
-            .state()
-            .enqueue(key, command, timeout, confinement, log_path, log, extras);
+        let launches =
+            self.state()
+                .enqueue(key, command, timeout, confinement, log_path, log, extras);
         self.launch(launches);
         Ok(id)
     }

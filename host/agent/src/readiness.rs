@@ -87,7 +87,11 @@ impl Watch {
 
 /// The regex crate's errors draw the pattern over several lines; the model needs the gist.
 fn first_line(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     lines.join(" ")
 }
 
@@ -124,7 +128,8 @@ impl LineMatcher {
             }
             let room = MAX_LINE - self.partial.len();
             let cut = body.len() > room;
-            self.partial.extend_from_slice(&body[..body.len().min(room)]);
+            self.partial
+                .extend_from_slice(&body[..body.len().min(room)]);
             if ended || cut {
                 if found.is_none() {
                     found = self.check();

@@ -81,7 +81,9 @@ impl LineReader {
                 let attached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                 editor.bind_sequence(
                     rustyline::KeyEvent(rustyline::KeyCode::Char(']'), rustyline::Modifiers::CTRL),
-                    rustyline::EventHandler::Conditional(Box::new(attach::DetachKey(attached.clone()))),
+                    rustyline::EventHandler::Conditional(Box::new(attach::DetachKey(
+                        attached.clone(),
+                    ))),
                 );
                 for (ask, reply) in incoming {
                     let prompt = match ask {
@@ -89,7 +91,10 @@ impl LineReader {
                         Ask::Approval => "allow? [o]nce / [s]ession / [d]eny> ",
                         Ask::Attach => "",
                     };
-                    attached.store(matches!(ask, Ask::Attach), std::sync::atomic::Ordering::Relaxed);
+                    attached.store(
+                        matches!(ask, Ask::Attach),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                     let input = match editor.readline(prompt) {
                         Ok(line) => {
                             if matches!(ask, Ask::Request) && !line.trim().is_empty() {

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::background_task::{Notification, ReadyBy, Readiness, TaskInfo, TaskNote, TaskStatus};
+use crate::background_task::{Notification, Readiness, ReadyBy, TaskInfo, TaskNote, TaskStatus};
 use crate::process::{self, ExitKind};
 use crate::tasklog::LogPage;
 use crate::ui_text::{clip, one_line};
@@ -300,11 +300,17 @@ mod tests {
             readiness: Readiness::Ready(ReadyBy::Line("Listening on 8080".into())),
         };
         let text = n.to_model_text();
-        assert!(text.starts_with("[bg:bg-2] ready after 1.5s (still running;"), "{text}");
+        assert!(
+            text.starts_with("[bg:bg-2] ready after 1.5s (still running;"),
+            "{text}"
+        );
         assert!(text.contains("\nready: output line matched ready_pattern: Listening on 8080\n"));
         assert!(text.ends_with("booting\nListening on 8080"));
         assert_eq!(n.delivery_id(), "bg-2:ready");
-        assert_eq!(finished_line(&n), "[background bg-2 ready after 1.5s: serve]");
+        assert_eq!(
+            finished_line(&n),
+            "[background bg-2 ready after 1.5s: serve]"
+        );
     }
 
     #[test]

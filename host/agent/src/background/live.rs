@@ -36,10 +36,7 @@ pub enum InputError {
     )]
     Stalled { id: String, secs: u64 },
     #[error("could not write to task {id}'s stdin: {source} (the task closed its input)")]
-    Write {
-        id: String,
-        source: std::io::Error,
-    },
+    Write { id: String, source: std::io::Error },
 }
 
 /// What a write did, for its answer.

@@ -85,5 +85,4 @@ impl State {
         self.notifications.push_back(notification.clone());
         Some(notification)
     }
-
 }

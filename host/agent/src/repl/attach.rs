@@ -95,7 +95,9 @@ async fn follow(background: BackgroundManager, id: String, log_path: PathBuf) {
     let _ = log.seek(SeekFrom::Start(len.saturating_sub(SHOWN_BEFORE)));
     let mut buf = Vec::new();
     loop {
-        let ended = background.info(&id).map_or(true, |t| t.status.is_finished());
+        let ended = background
+            .info(&id)
+            .map_or(true, |t| t.status.is_finished());
         buf.clear();
         if log.read_to_end(&mut buf).is_ok() && !buf.is_empty() {
             let mut out = std::io::stdout().lock();

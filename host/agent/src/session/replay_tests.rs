@@ -266,3 +266,34 @@ fn tasks_are_traced_from_start_to_end_and_delivery() {
     assert_eq!(one.finished.as_ref().unwrap().exit, Some(ExitKind::Code(2)));
     assert!(two.finished.is_none());
 }
+
+#[test]
+fn a_delivered_ready_notification_is_in_the_history_but_leaves_the_final_result_owed() {
+    let replayed = parse(&transcript(&[
+        header(),
+        line(Record::TaskStarted {
+            task_id: "bg-1".into(),
+            command: "serve".into(),
+            log_path: "/l/bg-1.log".into(),
+            at_ms: 5,
+        }),
+        line(Record::TaskReady {
+            task_id: "bg-1".into(),
+            ready: "port 8080 accepts connections".into(),
+            at_ms: 9,
+        }),
+        line(Record::User {
+            source: UserSource::Background,
+            blocks: (&[text("[bg:bg-1] ready after 1.0s")][..]).into(),
+            delivered: (&["bg-1:ready".to_string()][..]).into(),
+        }),
+    ]))
+    .unwrap();
+    assert_eq!(replayed.skipped, 0);
+    let [task] = &replayed.tasks[..] else {
+        panic!("{:?}", replayed.tasks)
+    };
+    // Its end was never delivered: a resumed session still owes the model that.
+    assert!(!task.delivered && task.finished.is_none());
+    assert_eq!(replayed.history.len(), 1);
+}

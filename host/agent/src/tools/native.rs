@@ -17,9 +17,9 @@ use super::command_check::check_command;
 use super::{Tool, ToolContext, ToolError, ToolFuture, ToolHints, ToolOutput, ToolSpec};
 use crate::approval::{Approvals, Escalation, Verdict};
 use crate::background::BackgroundManager;
+use crate::background_state::Extras;
 use crate::output::HeadTail;
 use crate::process::{self, Confinement, Ending};
-use crate::background_state::Extras;
 use crate::readiness::Watch;
 use crate::task_commands;
 use crate::tasklog::{self, Page};
@@ -308,9 +308,18 @@ impl NativeTools {
                 "ready_port {port}: the task could not listen on TCP, because the sandbox closes the network (network off). The user can run the agent with --network (or --sandbox off); or ask for sandbox: \"off\" with a reason; or use ready_pattern on the line the server prints"
             ));
         }
-        let extras = Extras { watch, stdin: input.stdin };
-        let mut text = task_commands::start_with(&self.background, &input.command, timeout, confinement, extras)
-            .map_err(|e| e.to_string())?;
+        let extras = Extras {
+            watch,
+            stdin: input.stdin,
+        };
+        let mut text = task_commands::start_with(
+            &self.background,
+            &input.command,
+            timeout,
+            confinement,
+            extras,
+        )
+        .map_err(|e| e.to_string())?;
         if let Some(note) = note {
             text.push('\n');
             text.push_str(note);

@@ -24,11 +24,15 @@ impl NativeTools {
             .write_input(&input.task_id, input.input.as_bytes(), input.eof)
             .await
             .map_err(|e| e.to_string())?;
-        let id = crate::background_task::task_key(&input.task_id).map(crate::background_task::task_id);
+        let id =
+            crate::background_task::task_key(&input.task_id).map(crate::background_task::task_id);
         let id = id.unwrap_or(input.task_id);
-        Ok(ToolOutput::ok(task_text::written(&id, written.bytes, written.closed)))
+        Ok(ToolOutput::ok(task_text::written(
+            &id,
+            written.bytes,
+            written.closed,
+        )))
     }
-
 }
 
 /// `write_background`: writes to a task's stdin.
@@ -42,7 +46,10 @@ impl Tool for WriteBackground {
     fn call<'a>(&'a self, input: &'a Value, _context: &'a ToolContext) -> ToolFuture<'a> {
         Box::pin(async move {
             let input = parse(input)?;
-            self.1.write_background(input).await.map_err(ToolError::Failed)
+            self.1
+                .write_background(input)
+                .await
+                .map_err(ToolError::Failed)
         })
     }
 }
@@ -67,4 +74,3 @@ pub(super) fn background_schema(mut schema: Value) -> Value {
     });
     schema
 }
-
