@@ -103,6 +103,7 @@ fn the_request_carries_model_headers_and_tools() {
             "edit_file",
             "kill_background",
             "read_file",
+            "write_background",
             "write_file"
         ]
     );
