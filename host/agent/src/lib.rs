@@ -70,3 +70,4 @@ pub mod tasklog;
 pub mod tools;
 pub mod ui_text;
 pub mod usage;
+pub mod wake;
