@@ -169,11 +169,13 @@ pub async fn run(
 
     let mut wake = WakePolicy::new(config.wake);
     let mut pending = PendingLine::new(&reader);
+    // Tasks the user stopped with /kill: they know, so their end wakes no one.
+    let mut user_killed = std::collections::HashSet::new();
     let outcome = loop {
         let next = tokio::select! {
             input = pending.next() => Next::Input(input),
             () = shutdown_signal() => break Outcome::Interrupted,
-            () = news_while_idle(background, &reader.typing), if wake.watching() => Next::News,
+            () = news_while_idle(background, &reader.typing, &user_killed), if wake.watching() => Next::News,
         };
         let input = match next {
             Next::Input(input) => input,
@@ -252,7 +254,10 @@ pub async fn run(
             _ if line.starts_with("/kill") => match line["/kill".len()..].trim() {
                 "" => eprintln!("usage: /kill ID"),
                 id => match task_commands::kill(background, id) {
-                    Ok(answer) => eprintln!("{}", visible(&answer)),
+                    Ok(answer) => {
+                        user_killed.insert(id.to_string());
+                        eprintln!("{}", visible(&answer))
+                    }
                     Err(e) => eprintln!("{}", visible(&e.to_string())),
                 },
             },

@@ -2,6 +2,7 @@
 //! being edited, keeping the prompt's line request outstanding across a wake-up turn, the
 //! wake-up turn itself, and printing while the prompt is shown.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,11 +65,20 @@ impl<'r> PendingLine<'r> {
 }
 
 /// Returns once background news waits for the model (any notification kind, gathered for
-/// [`wake::BATCH_WINDOW`]) while nothing is typed at the prompt.
-pub(super) async fn news_while_idle(background: &BackgroundManager, typing: &AtomicBool) {
+/// [`wake::BATCH_WINDOW`]) while nothing is typed at the prompt. The ends of `quiet`
+/// tasks (the user killed them) alone wake no one: they go with the next line.
+pub(super) async fn news_while_idle(
+    background: &BackgroundManager,
+    typing: &AtomicBool,
+    quiet: &HashSet<String>,
+) {
     loop {
         wake::gather(background).await;
-        if !typing.load(Ordering::Relaxed) && background.has_notifications() {
+        let news = background
+            .undelivered()
+            .iter()
+            .any(|n| !quiet.contains(&n.task_id));
+        if !typing.load(Ordering::Relaxed) && news {
             return;
         }
         // The user is typing: the news goes with their line unless they clear it.
