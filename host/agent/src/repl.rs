@@ -31,11 +31,11 @@ use crate::usage::describe;
 use crate::wake::{Decision, WakePolicy};
 
 mod idle;
+use crate::{task_commands, task_text};
 use idle::{
     LineWatch, PendingLine, Printer, has_printer, news_while_idle, redraw_prompt, say_at_prompt,
     wake_turn,
 };
-use crate::{task_commands, task_text};
 
 const HELP: &str = "Type a request for the agent. Commands:
   /tasks       list background tasks
@@ -300,7 +300,11 @@ fn on_off(on: bool) -> &'static str {
 }
 
 /// Says how a turn ended when it did not end well.
-fn report_turn(agent: &mut Agent, renderer: &Renderer, finished: Option<Result<TurnEnd, TurnError>>) {
+fn report_turn(
+    agent: &mut Agent,
+    renderer: &Renderer,
+    finished: Option<Result<TurnEnd, TurnError>>,
+) {
     match finished {
         Some(Ok(_)) => {}
         Some(Err(e)) => renderer.emit(Event::Warning(&format!(
