@@ -185,7 +185,7 @@ impl Renderer {
                     one_line(&task_ids.join(", "))
                 )
             }
-            Event::WakeUp(news) => eprintln!("\n[wake-up: {}]", one_line(news)),
+            Event::WakeUp(news) => eprintln!("[wake-up: {}]", one_line(news)),
             Event::Retrying {
                 attempt,
                 delay,

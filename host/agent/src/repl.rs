@@ -11,8 +11,8 @@
 //! runs without a line and the prompt, with whatever the user types meanwhile, is kept.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use rustyline::error::ReadlineError;
@@ -156,7 +156,7 @@ pub async fn run(
         let _ = agent_plugin_runtime::private_fs::ensure_private_dir(state_dir);
     }
     let (reader, printer) = LineReader::start(config.history_file.clone());
-    let printer: Printer = Arc::new(Mutex::new(printer));
+    let printer: Printer = idle::PromptPrinter::new(printer);
     let announcer = announce_finished_tasks(background, renderer.clone(), printer.clone());
     eprintln!(
         "agent in {} — type /help for commands, exit or Ctrl-D to quit",

@@ -97,13 +97,12 @@ impl WakePolicy {
     }
 }
 
-/// Waits for the first undelivered notification, then up to [`BATCH_WINDOW`] more while
-/// tasks still run, so that tasks finishing within the window are delivered together.
+/// Waits for the first undelivered notification, then [`BATCH_WINDOW`] more, so that
+/// tasks finishing within the window are delivered together (and, in the REPL, the
+/// on-screen announcement of the news comes before the wake-up's output).
 pub async fn gather(background: &BackgroundManager) {
     background.wait_for_notification().await;
-    if background.list().iter().any(|t| !t.status.is_finished()) {
-        tokio::time::sleep(BATCH_WINDOW).await;
-    }
+    tokio::time::sleep(BATCH_WINDOW).await;
 }
 
 /// What a wake-up line names: each waiting notification's task and what happened to it.

@@ -19,9 +19,36 @@ use crate::render::{Event, OutputFormat, Renderer};
 use crate::shutdown::shutdown_signal;
 use crate::wake;
 
-/// rustyline's external printer, shared by the announcements and the wake-ups; `None`
-/// when the terminal is not interactive.
-pub(super) type Printer = Arc<Mutex<Option<Box<dyn ExternalPrinter + Send>>>>;
+/// rustyline's external printer, shared by the announcements and the wake-ups.
+pub(super) type Printer = Arc<PromptPrinter>;
+
+pub(super) struct PromptPrinter {
+    /// `None` when the terminal is not interactive.
+    editor: Mutex<Option<Box<dyn ExternalPrinter + Send>>>,
+    /// A wake-up turn prints below the prompt rustyline still shows: what comes
+    /// meanwhile is printed plainly, not with the prompt redrawn in the middle of it.
+    in_turn: AtomicBool,
+}
+
+impl PromptPrinter {
+    pub(super) fn new(editor: Option<Box<dyn ExternalPrinter + Send>>) -> Printer {
+        Arc::new(PromptPrinter {
+            editor: Mutex::new(editor),
+            in_turn: AtomicBool::new(false),
+        })
+    }
+
+    /// Prints through rustyline (which clears the prompt, prints, and redraws the prompt
+    /// and the line being typed below); false when the terminal is not interactive.
+    fn through_editor(&self, text: String) -> bool {
+        if let Ok(mut editor) = self.editor.lock()
+            && let Some(editor) = editor.as_mut()
+        {
+            return editor.print(text).is_ok();
+        }
+        false
+    }
+}
 
 /// Watches the line being edited: rustyline calls the hinter on every change of it.
 pub(super) struct LineWatch {
@@ -97,8 +124,10 @@ pub(super) async fn wake_turn(
     questions: &mut Option<mpsc::Receiver<Question>>,
 ) -> Option<Result<TurnEnd, TurnError>> {
     let news = wake::describe(&background.undelivered());
+    printer.in_turn.store(true, Ordering::Relaxed);
     if renderer.format() == OutputFormat::Text && has_printer(printer) {
-        // Rustyline's prompt is on this line: the turn's output replaces it.
+        // Rustyline's empty prompt is on this line (the announcement of the news, printed
+        // through rustyline, came a batching window earlier): the turn's output replaces it.
         use std::io::Write;
         print!("\r\x1b[2K");
         let _ = std::io::stdout().flush();
@@ -106,51 +135,50 @@ pub(super) async fn wake_turn(
     renderer.emit(Event::WakeUp(&news));
     let turn = agent.run_turn(None);
     tokio::pin!(turn);
-    loop {
+    let result = loop {
         tokio::select! {
-            result = &mut turn => return Some(result),
-            () = shutdown_signal() => return None,
+            result = &mut turn => break Some(result),
+            () = shutdown_signal() => break None,
             question = next_question(questions) => {
                 renderer.idle();
-                say_at_prompt(printer, &format!(
+                // Through rustyline: the question, then the prompt that takes the answer.
+                let question_text = format!(
                     "{}\n  answer at the prompt: [o]nce / [s]ession / [d]eny",
                     describe_escalation(&question.escalation)
-                ));
+                );
+                if !printer.through_editor(question_text.clone()) {
+                    eprintln!("{question_text}");
+                }
                 let answer = tokio::select! {
                     input = pending.next() => match input {
                         Input::Line(line) => approval::parse_answer(&line),
                         Input::Interrupted | Input::Eof => Answer::Deny,
                     },
-                    () = shutdown_signal() => return None,
+                    () = shutdown_signal() => break None,
                 };
                 eprintln!("({})", said(answer));
                 let _ = question.answer.send(answer);
             }
         }
-    }
+    };
+    printer.in_turn.store(false, Ordering::Relaxed);
+    result
 }
 
 pub(super) fn has_printer(printer: &Printer) -> bool {
-    printer.lock().map(|p| p.is_some()).unwrap_or(false)
+    printer.editor.lock().map(|p| p.is_some()).unwrap_or(false)
 }
 
 /// Prints while the prompt is shown: through rustyline, which redraws the prompt and the
-/// line being typed below the text, or plainly when the terminal is not interactive.
+/// line being typed below the text; plainly when the terminal is not interactive or a
+/// wake-up turn is printing.
 pub(super) fn say_at_prompt(printer: &Printer, text: &str) {
-    if let Ok(mut printer) = printer.lock()
-        && let Some(printer) = printer.as_mut()
-    {
-        let _ = printer.print(text.to_string());
-        return;
+    if printer.in_turn.load(Ordering::Relaxed) || !printer.through_editor(text.to_string()) {
+        eprintln!("{text}");
     }
-    eprintln!("{text}");
 }
 
 /// After a wake-up turn: shows the prompt (and the line typed meanwhile) again.
 pub(super) fn redraw_prompt(printer: &Printer) {
-    if let Ok(mut printer) = printer.lock()
-        && let Some(printer) = printer.as_mut()
-    {
-        let _ = printer.print(String::new());
-    }
+    printer.through_editor(String::new());
 }
