@@ -26,3 +26,4 @@ mod security_plugin_limits;
 mod security_plugin_trust;
 mod security_sandbox;
 mod sessions;
+mod wake;

@@ -71,7 +71,12 @@ fn a_task_finishing_while_the_user_types_is_announced_and_delivered_with_the_nex
         Reply::text("saw the result"),
     ]);
     let env = TestEnv::new();
-    let (running, mut stdin) = start_repl(&env, &server);
+    // Through a pipe the line being typed cannot be seen, so idle wake-up is turned off to
+    // play a user who is typing (tests/suite/wake.rs has the wake-ups).
+    let mut cmd = agent(&env, &server);
+    cmd.arg("--no-wake").stdin(Stdio::piped());
+    let mut running = spawn(cmd);
+    let mut stdin = running.take_stdin().expect("stdin is piped");
     stdin.write_all(b"start the job\n").unwrap();
     running.wait_for_output(LIMIT, |out, _| out.contains("started it"));
     // Announced at once, without any input.

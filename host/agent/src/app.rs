@@ -188,7 +188,8 @@ async fn one_shot(
     let mut end = agent.run_turn(Some(prompt)).await?;
     while background.has_pending() {
         renderer.busy("waiting for background tasks");
-        background.wait_for_notification().await;
+        // Tasks finishing within the batching window cost one model call.
+        crate::wake::gather(background).await;
         renderer.idle();
         match agent.run_turn(None).await? {
             TurnEnd::Idle => break,

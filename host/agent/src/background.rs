@@ -342,6 +342,17 @@ impl BackgroundManager {
         self.state().has_pending()
     }
 
+    /// Whether a notification waits to be delivered to the model (any kind: this is what
+    /// wakes the idle REPL).
+    pub fn has_notifications(&self) -> bool {
+        self.state().has_notifications()
+    }
+
+    /// The notifications waiting to be delivered, left in the queue.
+    pub fn undelivered(&self) -> Vec<Notification> {
+        self.state().peek_notifications()
+    }
+
     /// Waits until at least one notification is queued.
     pub async fn wait_for_notification(&self) {
         loop {

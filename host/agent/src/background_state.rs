@@ -422,6 +422,11 @@ impl State {
         !self.notifications.is_empty()
     }
 
+    /// The queued notifications, left in the queue.
+    pub fn peek_notifications(&self) -> Vec<Notification> {
+        self.notifications.iter().cloned().collect()
+    }
+
     /// Whether a task is queued or running, or a notification waits to be drained.
     pub fn has_pending(&self) -> bool {
         self.has_notifications() || self.tasks.values().any(|t| !t.status.is_finished())

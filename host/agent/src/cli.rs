@@ -123,6 +123,17 @@ pub struct Cli {
     #[arg(long, value_name = "ID")]
     pub resume: Option<String>,
 
+    /// In the REPL, do not wake the model when a background task's news arrives while
+    /// you are idle at the prompt; it gets the news with your next message (`/wake on`
+    /// turns waking back on).
+    #[arg(long)]
+    pub no_wake: bool,
+
+    /// In the REPL, how many wake-ups may follow each other without input from you
+    /// before the agent waits for you (default 5).
+    #[arg(long, value_name = "N", default_value_t = crate::wake::DEFAULT_MAX_WAKES)]
+    pub max_wakes: u32,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -101,6 +101,8 @@ pub struct Config {
     pub prices: crate::usage::PriceTable,
     /// Where the user's config.toml is (or would be).
     pub config_file: Option<PathBuf>,
+    /// The REPL's idle wake-up (`--no-wake`, `--max-wakes`).
+    pub wake: crate::wake::WakeSettings,
 }
 
 /// Model settings before the API key is required (plugin commands need no key): the
@@ -276,6 +278,10 @@ impl Config {
             context,
             prices,
             config_file: file.path().map(Path::to_path_buf),
+            wake: crate::wake::WakeSettings {
+                enabled: !cli.no_wake,
+                max_consecutive: cli.max_wakes,
+            },
         })
     }
 }

@@ -71,3 +71,4 @@ pub mod tasklog;
 pub mod tools;
 pub mod ui_text;
 pub mod usage;
+pub mod wake;

@@ -51,6 +51,9 @@ pub enum Event<'a> {
     BackgroundDelivered {
         task_ids: Vec<&'a str>,
     },
+    /// The REPL runs a turn on its own for background news that came while the user was
+    /// idle at the prompt ("bg-2 completed, bg-3 failed").
+    WakeUp(&'a str),
     Retrying {
         attempt: usize,
         delay: std::time::Duration,
@@ -182,6 +185,7 @@ impl Renderer {
                     one_line(&task_ids.join(", "))
                 )
             }
+            Event::WakeUp(news) => eprintln!("[wake-up: {}]", one_line(news)),
             Event::Retrying {
                 attempt,
                 delay,
@@ -244,6 +248,7 @@ fn json_event(event: &Event<'_>) -> Option<Value> {
         Event::BackgroundDelivered { task_ids } => {
             json!({"type": "background_delivered", "task_ids": task_ids})
         }
+        Event::WakeUp(news) => json!({"type": "wake_up", "news": news}),
         Event::Retrying {
             attempt,
             delay,

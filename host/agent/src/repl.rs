@@ -4,12 +4,20 @@
 //! rustyline blocks, so it lives on its own thread and hands lines over a channel; the async
 //! side stays free to announce finished tasks (through rustyline's external printer, which
 //! redraws the prompt) and to react to SIGTERM while the user types.
+//!
+//! Idle wake-up ([`crate::wake`]): the request for the next line stays outstanding while
+//! background news is awaited; when news waits and the prompt is empty (rustyline shows
+//! us the line being edited through its hinter, which it calls on every change), a turn
+//! runs without a line and the prompt, with whatever the user types meanwhile, is kept.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 use rustyline::error::ReadlineError;
-use rustyline::{DefaultEditor, ExternalPrinter};
+use rustyline::history::DefaultHistory;
+use rustyline::{Editor, ExternalPrinter};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::{Agent, TurnEnd, TurnError};
@@ -20,7 +28,14 @@ use crate::render::{Event, OutputFormat, Renderer};
 use crate::shutdown::{Outcome, shutdown_signal};
 use crate::ui_text::{one_line, visible};
 use crate::usage::describe;
+use crate::wake::{Decision, WakePolicy};
+
+mod idle;
 use crate::{task_commands, task_text};
+use idle::{
+    LineWatch, PendingLine, Printer, has_printer, news_while_idle, redraw_prompt, say_at_prompt,
+    wake_turn,
+};
 
 const HELP: &str = "Type a request for the agent. Commands:
   /tasks       list background tasks
@@ -30,6 +45,8 @@ const HELP: &str = "Type a request for the agent. Commands:
                (never seen by the model); Ctrl-] or /detach detaches
   /resume      list recent sessions of this workspace; /resume ID switches to one
   /cost        tokens used and their cost, this session and last turn
+  /wake on|off run a turn by itself when a background task's news comes while you are
+               idle at an empty prompt (on by default; at most --max-wakes in a row)
   /help        this help
   exit, q      quit (or Ctrl-D); Ctrl-C stops the running turn";
 
@@ -56,16 +73,21 @@ enum Ask {
 /// The line editor on its own thread: each request gets one line back.
 struct LineReader {
     requests: std::sync::mpsc::Sender<(Ask, oneshot::Sender<Input>)>,
+    /// Whether the line being edited has text (always false when stdin is not a
+    /// terminal: a partial piped line cannot be seen, and is read intact later).
+    typing: Arc<AtomicBool>,
 }
 
 impl LineReader {
     fn start(history: PathBuf) -> (LineReader, Option<Box<dyn ExternalPrinter + Send>>) {
         let (requests, incoming) = std::sync::mpsc::channel::<(Ask, oneshot::Sender<Input>)>();
         let (printer_tx, printer_rx) = std::sync::mpsc::channel();
+        let typing = Arc::new(AtomicBool::new(false));
+        let watched = typing.clone();
         std::thread::Builder::new()
             .name("line-editor".into())
             .spawn(move || {
-                let Ok(mut editor) = DefaultEditor::new() else {
+                let Ok(mut editor) = Editor::<LineWatch, DefaultHistory>::new() else {
                     let _ = printer_tx.send(None);
                     for (_, reply) in incoming {
                         let _ = reply.send(Input::Eof);
@@ -77,6 +99,9 @@ impl LineReader {
                     .ok()
                     .map(|p| Box::new(p) as Box<dyn ExternalPrinter + Send>);
                 let _ = printer_tx.send(printer);
+                editor.set_helper(Some(LineWatch {
+                    typing: watched.clone(),
+                }));
                 let _ = editor.load_history(&history);
                 let attached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                 editor.bind_sequence(
@@ -91,11 +116,11 @@ impl LineReader {
                         Ask::Approval => "allow? [o]nce / [s]ession / [d]eny> ",
                         Ask::Attach => "",
                     };
-                    attached.store(
-                        matches!(ask, Ask::Attach),
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
-                    let input = match editor.readline(prompt) {
+                    attached.store(matches!(ask, Ask::Attach), Ordering::Relaxed);
+                    watched.store(false, Ordering::Relaxed);
+                    let read = editor.readline(prompt);
+                    watched.store(false, Ordering::Relaxed);
+                    let input = match read {
                         Ok(line) => {
                             if matches!(ask, Ask::Request) && !line.trim().is_empty() {
                                 let _ = editor.add_history_entry(line.as_str());
@@ -111,7 +136,7 @@ impl LineReader {
             })
             .expect("spawning the line-editor thread");
         let printer = printer_rx.recv().ok().flatten();
-        (LineReader { requests }, printer)
+        (LineReader { requests, typing }, printer)
     }
 
     async fn read(&self, ask: Ask) -> Input {
@@ -121,6 +146,13 @@ impl LineReader {
         }
         answer.await.unwrap_or(Input::Eof)
     }
+}
+
+/// What the prompt loop goes on with.
+enum Next {
+    Input(Input),
+    /// Background news waits and the prompt is empty.
+    News,
 }
 
 pub async fn run(
@@ -137,7 +169,8 @@ pub async fn run(
         let _ = agent_plugin_runtime::private_fs::ensure_private_dir(state_dir);
     }
     let (reader, printer) = LineReader::start(config.history_file.clone());
-    let announcer = announce_finished_tasks(background, renderer.clone(), printer);
+    let printer: Printer = idle::PromptPrinter::new(printer);
+    let announcer = announce_finished_tasks(background, renderer.clone(), printer.clone());
     eprintln!(
         "agent in {} — type /help for commands, exit or Ctrl-D to quit",
         one_line(&config.workspace.display().to_string())
@@ -147,10 +180,45 @@ pub async fn run(
         sandbox.describe()
     );
 
+    let mut wake = WakePolicy::new(config.wake);
+    let mut pending = PendingLine::new(&reader);
+    // Tasks the user stopped with /kill: they know, so their end wakes no one.
+    let mut user_killed = std::collections::HashSet::new();
     let outcome = loop {
-        let input = tokio::select! {
-            input = reader.read(Ask::Request) => input,
+        let next = tokio::select! {
+            input = pending.next() => Next::Input(input),
             () = shutdown_signal() => break Outcome::Interrupted,
+            () = news_while_idle(background, &reader.typing, &user_killed), if wake.watching() => Next::News,
+        };
+        let input = match next {
+            Next::Input(input) => input,
+            Next::News => {
+                match wake.decide() {
+                    Some(Decision::Wake) => {
+                        let woke = wake_turn(
+                            agent,
+                            background,
+                            &mut pending,
+                            &renderer,
+                            &printer,
+                            &mut questions,
+                        )
+                        .await;
+                        report_turn(agent, &renderer, woke);
+                        redraw_prompt(&printer);
+                    }
+                    Some(Decision::CapReached) => say_at_prompt(
+                        &printer,
+                        &format!(
+                            "[wake-up: {} in a row without input from you; waiting for you: \
+                             what came meanwhile goes with your next message]",
+                            wake.max_consecutive()
+                        ),
+                    ),
+                    None => {}
+                }
+                continue;
+            }
         };
         let line = match input {
             Input::Line(line) => line,
@@ -161,8 +229,16 @@ pub async fn run(
             Input::Eof => break Outcome::Success,
         };
         let line = line.trim();
+        if !line.is_empty() {
+            wake.user_input();
+        }
         match line {
             "" => continue,
+            "/wake" => eprintln!("wake-up is {}", on_off(wake.enabled())),
+            "/wake on" | "/wake off" => {
+                wake.set_enabled(line == "/wake on");
+                eprintln!("wake-up is {}", on_off(wake.enabled()));
+            }
             "exit" | "q" | "quit" => break Outcome::Success,
             "/help" => eprintln!("{HELP}"),
             "/cost" => show_cost(agent, config),
@@ -191,7 +267,10 @@ pub async fn run(
             _ if line.starts_with("/kill") => match line["/kill".len()..].trim() {
                 "" => eprintln!("usage: /kill ID"),
                 id => match task_commands::kill(background, id) {
-                    Ok(answer) => eprintln!("{}", visible(&answer)),
+                    Ok(answer) => {
+                        user_killed.insert(id.to_string());
+                        eprintln!("{}", visible(&answer))
+                    }
                     Err(e) => eprintln!("{}", visible(&e.to_string())),
                 },
             },
@@ -225,16 +304,7 @@ pub async fn run(
             prompt => {
                 let finished =
                     run_turn_answering(agent, prompt, &reader, &renderer, &mut questions).await;
-                match finished {
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => renderer.emit(Event::Warning(&format!(
-                        "{e} (your conversation is kept; try again)"
-                    ))),
-                    None => {
-                        agent.repair_after_interrupt();
-                        eprintln!("\n[interrupted]");
-                    }
-                }
+                report_turn(agent, &renderer, finished);
             }
         }
     };
@@ -243,6 +313,28 @@ pub async fn run(
 }
 
 mod attach;
+
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
+/// Says how a turn ended when it did not end well.
+fn report_turn(
+    agent: &mut Agent,
+    renderer: &Renderer,
+    finished: Option<Result<TurnEnd, TurnError>>,
+) {
+    match finished {
+        Some(Ok(_)) => {}
+        Some(Err(e)) => renderer.emit(Event::Warning(&format!(
+            "{e} (your conversation is kept; try again)"
+        ))),
+        None => {
+            agent.repair_after_interrupt();
+            eprintln!("\n[interrupted]");
+        }
+    }
+}
 
 /// The tokens of the session and of the last turn, with their cost when the model's
 /// prices are known.
@@ -310,23 +402,30 @@ async fn next_question(questions: &mut Option<mpsc::Receiver<Question>>) -> Ques
 /// come from the model, so control characters are shown, not sent.
 async fn ask_user(reader: &LineReader, renderer: &Renderer, escalation: &Escalation) -> Answer {
     renderer.idle();
-    eprintln!(
-        "\nThe model asks to run a command OUTSIDE the sandbox (with your full access to files and the network):\n  {}: {}\n  reason: {}",
-        escalation.tool,
-        visible(&escalation.command),
-        visible(&escalation.reason),
-    );
+    eprintln!("\n{}", describe_escalation(escalation));
     let answer = match reader.read(Ask::Approval).await {
         Input::Line(line) => approval::parse_answer(&line),
         Input::Interrupted | Input::Eof => Answer::Deny,
     };
-    let said = match answer {
+    eprintln!("({})", said(answer));
+    answer
+}
+
+fn describe_escalation(escalation: &Escalation) -> String {
+    format!(
+        "The model asks to run a command OUTSIDE the sandbox (with your full access to files and the network):\n  {}: {}\n  reason: {}",
+        escalation.tool,
+        visible(&escalation.command),
+        visible(&escalation.reason),
+    )
+}
+
+fn said(answer: Answer) -> &'static str {
+    match answer {
         Answer::Once => "allowed once",
         Answer::Session => "allowed for this session",
         Answer::Deny => "denied",
-    };
-    eprintln!("({said})");
-    answer
+    }
 }
 
 /// Shows each finished background task as soon as it finishes; the model still gets it
@@ -334,16 +433,15 @@ async fn ask_user(reader: &LineReader, renderer: &Renderer, escalation: &Escalat
 fn announce_finished_tasks(
     background: &BackgroundManager,
     renderer: Renderer,
-    mut printer: Option<Box<dyn ExternalPrinter + Send>>,
+    printer: Printer,
 ) -> tokio::task::JoinHandle<()> {
     let mut finished = background.subscribe();
     tokio::spawn(async move {
         while let Ok(n) = finished.recv().await {
-            match printer.as_mut() {
-                Some(printer) if renderer.format() == OutputFormat::Text => {
-                    let _ = printer.print(task_text::finished_line(&n));
-                }
-                _ => renderer.emit(Event::TaskFinished(&n)),
+            if renderer.format() == OutputFormat::Text && has_printer(&printer) {
+                say_at_prompt(&printer, &task_text::finished_line(&n));
+            } else {
+                renderer.emit(Event::TaskFinished(&n));
             }
         }
     })
