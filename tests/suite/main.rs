@@ -16,6 +16,7 @@ mod hostile;
 mod model_api;
 mod plugins;
 mod providers;
+mod render_view;
 mod repl;
 mod sandbox;
 mod security_escapes;
