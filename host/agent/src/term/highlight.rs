@@ -98,7 +98,12 @@ pub fn line(style: &Style, info: &str, line: &str) -> String {
             out.push_str(&style.paint(sgr::DIM, rest));
             break;
         }
-        let taken = if c == '"' || (c == '\'' && lang.single_quotes) || c == '`' {
+        let taken = if c == '\\' {
+            // An escape in a string, or one `ui_text` wrote (`\x1b`): shown as it is.
+            let end = 1 + word_end(&rest[1..]).max(rest[1..].chars().next().map_or(0, char::len_utf8));
+            out.push_str(&rest[..end]);
+            end
+        } else if c == '"' || (c == '\'' && lang.single_quotes) || c == '`' {
             let end = string_end(rest, c);
             out.push_str(&style.paint(sgr::GREEN, &rest[..end]));
             end

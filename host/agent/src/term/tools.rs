@@ -25,24 +25,24 @@ pub fn result(style: &Style, output: &ToolOutput) -> String {
     let code = if output.is_error { sgr::RED } else { sgr::DIM };
     let lines: Vec<&str> = output.text.lines().collect();
     let mut shown = String::new();
-    let mut show = |prefix: &str, line: &str| {
+    let show = |shown: &mut String, prefix: &str, line: &str| {
         let text = format!("{prefix}{}", visible(&clip(line, 160)));
         shown.push_str(&style.paint(code, &text));
         shown.push('\n');
     };
     if lines.len() <= HEAD + TAIL + 1 {
         for (i, line) in lines.iter().enumerate() {
-            show(if i == 0 { "  ⎿ " } else { "    " }, line);
+            show(&mut shown, if i == 0 { "  ⎿ " } else { "    " }, line);
         }
     } else {
         for (i, line) in lines[..HEAD].iter().enumerate() {
-            show(if i == 0 { "  ⎿ " } else { "    " }, line);
+            show(&mut shown, if i == 0 { "  ⎿ " } else { "    " }, line);
         }
         let hidden = lines.len() - HEAD - TAIL;
         shown.push_str(&style.paint(sgr::YELLOW, &format!("    … {hidden} lines hidden …")));
         shown.push('\n');
         for line in &lines[lines.len() - TAIL..] {
-            show("    ", line);
+            show(&mut shown, "    ", line);
         }
     }
     if let Some(change) = &output.change {
