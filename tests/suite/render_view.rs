@@ -31,6 +31,10 @@ fn agent_color_always_renders_markdown_tool_lines_and_diffs_through_a_pipe() {
     cmd.env("AGENT_COLOR", "always").args(["-p", "edit"]);
     let out = run(cmd, Duration::from_secs(60));
     out.assert_success();
+    // A captured session for people to look at (`cat` it on a terminal).
+    if let Some(path) = std::env::var_os("AGENT_RENDER_TRANSCRIPT") {
+        std::fs::write(path, format!("{}{}", out.stderr, out.stdout)).unwrap();
+    }
     assert!(out.stdout.contains("\x1b[1;35mDone\x1b[0m"), "{out}");
     assert!(out.stdout.contains("\x1b[1mthree\x1b[0m"), "{out}");
     assert!(out.stdout.contains("\x1b[36m•\x1b[0m \x1b[36mone\x1b[0m"), "{out}");
@@ -40,7 +44,8 @@ fn agent_color_always_renders_markdown_tool_lines_and_diffs_through_a_pipe() {
     assert!(out.stderr.contains("+++ todo.txt (new file)"), "{out}");
     assert!(out.stderr.contains("\x1b[31m-two\x1b[0m\n\x1b[32m+TWO\x1b[0m"), "{out}");
     // NO_COLOR does not undo an explicit `always`; `--color never` wins over the variable.
-    let mut cmd = agent(&env, &ModelServer::start(vec![Reply::text("**b**")]));
+    let server = ModelServer::start(vec![Reply::text("**b**")]);
+    let mut cmd = agent(&env, &server);
     cmd.env("AGENT_COLOR", "always").args(["--color", "never", "-p", "x"]);
     let out = run(cmd, Duration::from_secs(30));
     out.assert_success();
