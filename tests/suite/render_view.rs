@@ -37,16 +37,24 @@ fn agent_color_always_renders_markdown_tool_lines_and_diffs_through_a_pipe() {
     }
     assert!(out.stdout.contains("\x1b[1;35mDone\x1b[0m"), "{out}");
     assert!(out.stdout.contains("\x1b[1mthree\x1b[0m"), "{out}");
-    assert!(out.stdout.contains("\x1b[36m•\x1b[0m \x1b[36mone\x1b[0m"), "{out}");
+    assert!(
+        out.stdout.contains("\x1b[36m•\x1b[0m \x1b[36mone\x1b[0m"),
+        "{out}"
+    );
     assert!(out.stdout.contains("\\x1b]0;pwned\\x07two"), "{out}");
     assert!(!out.stdout.contains("\x1b]"), "{out}");
     assert!(out.stderr.contains("\x1b[1mwrite_file\x1b[0m"), "{out}");
     assert!(out.stderr.contains("+++ todo.txt (new file)"), "{out}");
-    assert!(out.stderr.contains("\x1b[31m-two\x1b[0m\n\x1b[32m+TWO\x1b[0m"), "{out}");
+    assert!(
+        out.stderr
+            .contains("\x1b[31m-two\x1b[0m\n\x1b[32m+TWO\x1b[0m"),
+        "{out}"
+    );
     // NO_COLOR does not undo an explicit `always`; `--color never` wins over the variable.
     let server = ModelServer::start(vec![Reply::text("**b**")]);
     let mut cmd = agent(&env, &server);
-    cmd.env("AGENT_COLOR", "always").args(["--color", "never", "-p", "x"]);
+    cmd.env("AGENT_COLOR", "always")
+        .args(["--color", "never", "-p", "x"]);
     let out = run(cmd, Duration::from_secs(30));
     out.assert_success();
     assert_eq!(out.stdout, "**b**\n", "{out}");
@@ -60,8 +68,15 @@ fn piped_output_stays_plain() {
     cmd.args(["-p", "edit"]);
     let out = run(cmd, Duration::from_secs(60));
     out.assert_success();
-    assert!(!out.stdout.contains('\x1b') && !out.stderr.contains('\x1b'), "{out}");
-    assert!(out.stdout.starts_with("## Done\nThe list has **three** items:\n"), "{out}");
+    assert!(
+        !out.stdout.contains('\x1b') && !out.stderr.contains('\x1b'),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .starts_with("## Done\nThe list has **three** items:\n"),
+        "{out}"
+    );
     assert!(!out.stderr.contains("+++"), "{out}");
 }
 
@@ -74,7 +89,10 @@ fn json_output_is_never_rendered() {
         .args(["--output", "json", "--color", "always", "-p", "edit"]);
     let out = run(cmd, Duration::from_secs(60));
     out.assert_success();
-    assert!(!out.stdout.contains('\x1b') && !out.stderr.contains('\x1b'), "{out}");
+    assert!(
+        !out.stdout.contains('\x1b') && !out.stderr.contains('\x1b'),
+        "{out}"
+    );
     for line in out.stdout.lines() {
         serde_json::from_str::<serde_json::Value>(line).expect(line);
     }

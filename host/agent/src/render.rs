@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use crate::background::Notification;
 use crate::status::StatusLine;
-use crate::term::{Style, markdown::MarkdownStream};
 use crate::task_text;
+use crate::term::{Style, markdown::MarkdownStream};
 use crate::tools::ToolOutput;
 use crate::ui_text::{clip, json_line, one_line, visible};
 use crate::usage::{ExitReason, RunSummary, describe};
@@ -241,6 +241,13 @@ impl Renderer {
     fn print_rendered(&self, event: &Event<'_>) -> bool {
         use crate::term::tools;
         let style = &self.style;
+        if !matches!(event, Event::TextDelta(_) | Event::TextEnd) {
+            // A message cut off (a failed stream, a retry): its last line is not lost.
+            let rest = self.markdown.lock().unwrap().finish();
+            if !rest.is_empty() {
+                println!("{rest}");
+            }
+        }
         match event {
             Event::TextDelta(text) => {
                 let shown = self.markdown.lock().unwrap().push(text);

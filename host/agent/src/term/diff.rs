@@ -55,7 +55,8 @@ impl Before {
     /// The change, read again after the call; `None` when nothing changed.
     pub fn change(self) -> Option<FileChange> {
         let after = read(&self.workspace, &self.path);
-        (after != self.content || matches!(after, Content::Skipped(_))).then(|| FileChange {
+        let changed = after != self.content || matches!(after, Content::Skipped(_));
+        changed.then_some(FileChange {
             path: self.path,
             before: self.content,
             after,
@@ -73,12 +74,13 @@ fn read(workspace: &Path, path: &str) -> Content {
     } else {
         path.to_path_buf()
     };
-    let opened = cap_primitives::fs::open_ambient_dir(workspace, cap_primitives::ambient_authority())
-        .and_then(|dir| {
-            let mut options = cap_primitives::fs::OpenOptions::new();
-            options.read(true);
-            cap_primitives::fs::open(&dir, &relative, &options)
-        });
+    let opened =
+        cap_primitives::fs::open_ambient_dir(workspace, cap_primitives::ambient_authority())
+            .and_then(|dir| {
+                let mut options = cap_primitives::fs::OpenOptions::new();
+                options.read(true);
+                cap_primitives::fs::open(&dir, &relative, &options)
+            });
     let Ok(file) = opened else {
         return Content::Missing;
     };
@@ -87,7 +89,11 @@ fn read(workspace: &Path, path: &str) -> Content {
         return Content::Skipped(format!("too large to compare ({size} bytes)"));
     }
     let mut bytes = Vec::new();
-    if file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).is_err() {
+    if file
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .is_err()
+    {
         return Content::Missing;
     }
     if bytes.len() as u64 > MAX_FILE_BYTES {
@@ -104,7 +110,10 @@ pub fn render(style: &Style, change: &FileChange) -> String {
     let path = one_line(&change.path);
     let (old, new) = match (&change.before, &change.after) {
         (Content::Skipped(why), _) | (_, Content::Skipped(why)) => {
-            return format!("  {}\n", style.paint(sgr::DIM, &format!("{path}: {why}, no diff")));
+            return format!(
+                "  {}\n",
+                style.paint(sgr::DIM, &format!("{path}: {why}, no diff"))
+            );
         }
         (Content::Missing, Content::Missing) => return String::new(),
         (before, after) => (text_of(before), text_of(after)),
@@ -202,7 +211,11 @@ mod tests {
         );
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bin"), b"a\0b").unwrap();
-        std::fs::write(dir.path().join("big"), vec![b'x'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        std::fs::write(
+            dir.path().join("big"),
+            vec![b'x'; MAX_FILE_BYTES as usize + 1],
+        )
+        .unwrap();
         assert_eq!(
             read(dir.path(), "bin"),
             Content::Skipped("binary file".into())

@@ -67,11 +67,17 @@ fn escape_sequences_from_the_model_are_made_visible() {
     let shown = render_whole(Style::COLOR, attack);
     // Our own codes are all `ESC [ digits ; m`; no other ESC, no C1 control gets through.
     let ours = regex_free_strip(&shown);
-    assert!(!ours.contains('\x1b') && !ours.contains('\u{9b}') && !ours.contains('\x07'), "{shown:?}");
+    assert!(
+        !ours.contains('\x1b') && !ours.contains('\u{9b}') && !ours.contains('\x07'),
+        "{shown:?}"
+    );
     assert!(shown.contains("code \\x1b["), "{shown:?}");
     assert!(shown.contains("red\x1b[0m\\u{"), "C1 shown: {shown:?}");
     assert!(shown.contains("\\x1b]52;c;"), "{shown:?}");
-    assert!(shown.contains("\\x1b[31m"), "entity decoded to ESC is shown: {shown:?}");
+    assert!(
+        shown.contains("\\x1b[31m"),
+        "entity decoded to ESC is shown: {shown:?}"
+    );
 }
 
 /// `text` without the SGR sequences this module writes.

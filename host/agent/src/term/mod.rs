@@ -104,7 +104,10 @@ mod tests {
         assert_eq!(Style::decide(ColorChoice::Auto, true, false), Style::COLOR);
         let layout = Style::decide(ColorChoice::Auto, true, true);
         assert!(layout.rendered && !layout.color);
-        assert_eq!(Style::decide(ColorChoice::Always, false, true), Style::COLOR);
+        assert_eq!(
+            Style::decide(ColorChoice::Always, false, true),
+            Style::COLOR
+        );
         assert_eq!(Style::decide(ColorChoice::Never, true, false), Style::PLAIN);
         assert_eq!(Style::COLOR.paint(sgr::RED, "x"), "\x1b[31mx\x1b[0m");
         assert_eq!(Style::PLAIN.paint(sgr::RED, "x"), "x");
