@@ -84,7 +84,13 @@ fn read(workspace: &Path, path: &str) -> Content {
     let Ok(file) = opened else {
         return Content::Missing;
     };
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let Ok(meta) = file.metadata() else {
+        return Content::Missing;
+    };
+    if !meta.is_file() {
+        return Content::Skipped("not a regular file".to_string());
+    }
+    let size = meta.len();
     if size > MAX_FILE_BYTES {
         return Content::Skipped(format!("too large to compare ({size} bytes)"));
     }
@@ -222,6 +228,19 @@ mod tests {
         );
         assert!(matches!(read(dir.path(), "big"), Content::Skipped(_)));
         assert_eq!(read(dir.path(), "../etc/passwd"), Content::Missing);
+        let fifo = std::ffi::CString::new(
+            dir.path()
+                .join("fifo")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert_eq!(
+            read(dir.path(), "fifo"),
+            Content::Skipped("not a regular file".into()),
+            "a FIFO is not waited on"
+        );
         assert_eq!(read(dir.path(), "/etc/passwd"), Content::Missing);
         let long = FileChange {
             path: "l".into(),
