@@ -74,13 +74,20 @@ fn read(workspace: &Path, path: &str) -> Content {
     } else {
         path.to_path_buf()
     };
-    let opened =
+    let Ok(dir) =
         cap_primitives::fs::open_ambient_dir(workspace, cap_primitives::ambient_authority())
-            .and_then(|dir| {
-                let mut options = cap_primitives::fs::OpenOptions::new();
-                options.read(true);
-                cap_primitives::fs::open(&dir, &relative, &options)
-            });
+    else {
+        return Content::Missing;
+    };
+    // Only a regular file is opened: opening a FIFO the model made would hang the agent.
+    match cap_primitives::fs::stat(&dir, &relative, cap_primitives::fs::FollowSymlinks::Yes) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => return Content::Skipped("not a regular file".to_string()),
+        Err(_) => return Content::Missing,
+    }
+    let mut options = cap_primitives::fs::OpenOptions::new();
+    options.read(true);
+    let opened = cap_primitives::fs::open(&dir, &relative, &options);
     let Ok(file) = opened else {
         return Content::Missing;
     };
