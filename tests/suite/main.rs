@@ -17,6 +17,7 @@ mod model_api;
 mod plugins;
 mod providers;
 mod readiness;
+mod render_view;
 mod repl;
 mod sandbox;
 mod security_escapes;

@@ -80,7 +80,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     let renderer = Renderer::new(
         config.output,
         StatusLine::new(describe_tasks(background.clone())),
-    );
+    )
+    .with_style(crate::term::Style::resolve(config.color));
     let (approvals, questions) = Approvals::new(config.approval);
     let native = NativeTools::new(
         NativeConfig {

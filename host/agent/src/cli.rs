@@ -42,6 +42,19 @@ pub struct Cli {
     #[arg(long, value_enum, default_value = "text", global = true)]
     pub output: OutputFormat,
 
+    /// Rendered output: Markdown answers with colours, compact tool calls, a diff of every
+    /// edit. auto: on a terminal (NO_COLOR keeps the layout, drops the colours); always:
+    /// even when piped; never: plain text. Never with --output json.
+    #[arg(
+        long,
+        value_enum,
+        env = "AGENT_COLOR",
+        default_value = "auto",
+        global = true,
+        value_name = "WHEN"
+    )]
+    pub color: crate::term::ColorChoice,
+
     /// The most tokens one model answer may have (default 8192, or `max_tokens` in the
     /// [model] table of the agent's config.toml).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]

@@ -62,6 +62,8 @@ pub struct Config {
     pub workspace: PathBuf,
     pub model: AnthropicConfigDraft,
     pub output: OutputFormat,
+    /// `--color` / `AGENT_COLOR`: whether text output is rendered (see [`crate::term`]).
+    pub color: crate::term::ColorChoice,
     pub bash_timeout: Duration,
     pub background_timeout: Duration,
     /// Who decides when a command asks to run outside the sandbox.
@@ -253,6 +255,7 @@ impl Config {
             workspace,
             model,
             output: cli.output,
+            color: cli.color,
             bash_timeout: limits.bash_timeout,
             background_timeout: limits.background_timeout,
             approval: approval_policy(cli)?,

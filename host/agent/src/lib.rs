@@ -33,7 +33,8 @@
 //!   `agent sessions ...` and the REPL's `/resume`.
 //! - [`render`] turns events into text or JSON lines: library code never prints;
 //!   [`status`] is its live status line of running tasks; [`ui_text`] makes untrusted text
-//!   safe to show on a terminal (every print path uses it).
+//!   safe to show on a terminal (every print path uses it); [`term`] is the rendered view
+//!   on a terminal (Markdown, compact tool lines, diffs of edits).
 
 pub mod agent;
 pub mod app;
@@ -68,6 +69,7 @@ pub mod task_commands;
 pub mod task_processes;
 pub mod task_text;
 pub mod tasklog;
+pub mod term;
 pub mod tools;
 pub mod ui_text;
 pub mod usage;

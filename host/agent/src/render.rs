@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::background::Notification;
 use crate::status::StatusLine;
 use crate::task_text;
+use crate::term::{Style, markdown::MarkdownStream};
 use crate::tools::ToolOutput;
 use crate::ui_text::{clip, json_line, one_line, visible};
 use crate::usage::{ExitReason, RunSummary, describe};
@@ -93,6 +94,9 @@ pub enum Event<'a> {
 pub struct Renderer {
     format: OutputFormat,
     status: StatusLine,
+    /// Text mode only: whether answers, tool lines and diffs are rendered ([`crate::term`]).
+    style: Style,
+    markdown: std::sync::Arc<std::sync::Mutex<MarkdownStream>>,
 }
 
 /// The longest tool output echoed on screen in text mode (the model gets all of it).
@@ -106,7 +110,21 @@ impl Renderer {
         } else {
             StatusLine::disabled()
         };
-        Renderer { format, status }
+        Renderer {
+            format,
+            status,
+            style: Style::PLAIN,
+            markdown: std::sync::Arc::new(std::sync::Mutex::new(MarkdownStream::new(Style::PLAIN))),
+        }
+    }
+
+    /// Renders text output in `style` (JSON output stays as it is).
+    pub fn with_style(mut self, style: Style) -> Renderer {
+        if self.format == OutputFormat::Text {
+            self.style = style;
+            self.markdown = std::sync::Arc::new(std::sync::Mutex::new(MarkdownStream::new(style)));
+        }
+        self
     }
 
     /// Shows the live status line with `phase` until [`Renderer::idle`] or streamed text.
@@ -151,6 +169,9 @@ impl Renderer {
     }
 
     fn print_text(&self, event: Event<'_>) {
+        if self.style.rendered && self.print_rendered(&event) {
+            return;
+        }
         match event {
             Event::TextDelta(text) => {
                 let mut out = std::io::stdout().lock();
@@ -216,6 +237,39 @@ impl Renderer {
                 }
             }
         }
+    }
+}
+
+impl Renderer {
+    /// Prints `event` in the rendered view if it has one there; false if it has not.
+    fn print_rendered(&self, event: &Event<'_>) -> bool {
+        use crate::term::tools;
+        let style = &self.style;
+        if !matches!(event, Event::TextDelta(_) | Event::TextEnd) {
+            // A message cut off (a failed stream, a retry): its last line is not lost.
+            let rest = self.markdown.lock().unwrap().finish();
+            if !rest.is_empty() {
+                println!("{rest}");
+            }
+        }
+        match event {
+            Event::TextDelta(text) => {
+                let shown = self.markdown.lock().unwrap().push(text);
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(shown.as_bytes());
+                let _ = out.flush();
+            }
+            Event::TextEnd => {
+                let rest = self.markdown.lock().unwrap().finish();
+                println!("{rest}");
+            }
+            Event::ToolCall { name, input, .. } => {
+                to_stderr(&tools::call(style, name, &summarize_input(input)))
+            }
+            Event::ToolResult { output, .. } => to_stderr(&tools::result(style, output)),
+            _ => return false,
+        }
+        true
     }
 }
 

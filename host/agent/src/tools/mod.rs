@@ -28,6 +28,9 @@ pub use registry::{NATIVE_OWNER, ToolRegistry, name_clashes};
 pub struct ToolOutput {
     pub text: String,
     pub is_error: bool,
+    /// The file a `write_file` / `edit_file` call changed, for the screen only (the model
+    /// sees `text`).
+    pub change: Option<Box<crate::term::diff::FileChange>>,
 }
 
 impl ToolOutput {
@@ -35,6 +38,7 @@ impl ToolOutput {
         ToolOutput {
             text: text.into(),
             is_error: false,
+            change: None,
         }
     }
 
@@ -42,6 +46,7 @@ impl ToolOutput {
         ToolOutput {
             text: text.into(),
             is_error: true,
+            change: None,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{Tool, ToolContext, ToolError, ToolFuture, ToolOutput, ToolSpec, file_modes};
+use crate::term::diff;
 use agent_plugin_runtime::{PluginHandle, PluginHost};
 
 /// One tool of one loaded plugin.
@@ -52,6 +53,12 @@ impl PluginTool {
             .then(|| input["path"].as_str())
             .flatten()
             .and_then(|path| file_modes::remember(self.plugin.workspace(), path));
+        // The user sees every edit: the file before the call, to diff with after it.
+        let before = self
+            .keeps_mode
+            .then(|| input["path"].as_str())
+            .flatten()
+            .map(|path| diff::Before::read(self.plugin.workspace(), path));
         let text = self
             .plugin
             .call(&self.spec.name, &input.to_string(), &context.call_id)
@@ -60,7 +67,9 @@ impl PluginTool {
         if let Some(kept) = kept_mode {
             kept.restore();
         }
-        Ok(ToolOutput::ok(text))
+        let mut output = ToolOutput::ok(text);
+        output.change = before.and_then(diff::Before::change).map(Box::new);
+        Ok(output)
     }
 }
 
