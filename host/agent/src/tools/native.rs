@@ -363,75 +363,53 @@ fn parse<T: for<'de> Deserialize<'de>>(input: &Value) -> Result<T, ToolError> {
     T::deserialize(input).map_err(|e| ToolError::Failed(format!("invalid input: {e}")))
 }
 
-/// `bash`: runs a command and waits for it.
-struct Bash(ToolSpec, Arc<NativeTools>);
+/// A native tool: its spec and the `NativeTools` method that answers it, called with the
+/// input parsed into that method's argument type (`await`ed unless marked `sync`).
+macro_rules! native_tool {
+    ($(#[$doc:meta])* $name:ident => $method:ident $(, $sync:ident)?) => {
+        $(#[$doc])*
+        struct $name(ToolSpec, Arc<NativeTools>);
 
-impl Tool for Bash {
-    fn spec(&self) -> &ToolSpec {
-        &self.0
-    }
+        impl Tool for $name {
+            fn spec(&self) -> &ToolSpec {
+                &self.0
+            }
 
-    fn call<'a>(&'a self, input: &'a Value, _context: &'a ToolContext) -> ToolFuture<'a> {
-        Box::pin(async move { self.1.bash(parse(input)?).await.map_err(ToolError::Failed) })
-    }
+            fn call<'a>(&'a self, input: &'a Value, _context: &'a ToolContext) -> ToolFuture<'a> {
+                Box::pin(async move {
+                    let output = self.1.$method(parse(input)?);
+                    native_tool!(@finish output $(, $sync)?).map_err(ToolError::Failed)
+                })
+            }
+        }
+    };
+    (@finish $output:ident) => { $output.await };
+    (@finish $output:ident, sync) => { $output };
 }
 
-/// `background_run`: starts a background task.
-struct BackgroundRun(ToolSpec, Arc<NativeTools>);
-
-impl Tool for BackgroundRun {
-    fn spec(&self) -> &ToolSpec {
-        &self.0
-    }
-
-    fn call<'a>(&'a self, input: &'a Value, _context: &'a ToolContext) -> ToolFuture<'a> {
-        Box::pin(async move {
-            self.1
-                .background_run(parse(input)?)
-                .await
-                .map_err(ToolError::Failed)
-        })
-    }
-}
-
-/// `check_background`: shows a task, a page of its log, or the list of tasks.
-struct CheckBackground(ToolSpec, Arc<NativeTools>);
-
-impl Tool for CheckBackground {
-    fn spec(&self) -> &ToolSpec {
-        &self.0
-    }
-
-    fn call<'a>(&'a self, input: &'a Value, _context: &'a ToolContext) -> ToolFuture<'a> {
-        Box::pin(async move {
-            let input = parse(input)?;
-            self.1
-                .check_background(input)
-                .await
-                .map_err(ToolError::Failed)
-        })
-    }
-}
-
-/// `kill_background`: stops a task.
-struct KillBackground(ToolSpec, Arc<NativeTools>);
-
-impl Tool for KillBackground {
-    fn spec(&self) -> &ToolSpec {
-        &self.0
-    }
-
-    fn call<'a>(&'a self, input: &'a Value, _context: &'a ToolContext) -> ToolFuture<'a> {
-        Box::pin(async move {
-            self.1
-                .kill_background(parse(input)?)
-                .map_err(ToolError::Failed)
-        })
-    }
-}
+native_tool!(
+    /// `bash`: runs a command and waits for it.
+    Bash => bash
+);
+native_tool!(
+    /// `background_run`: starts a background task.
+    BackgroundRun => background_run
+);
+native_tool!(
+    /// `check_background`: shows a task, a page of its log, or the list of tasks.
+    CheckBackground => check_background
+);
+native_tool!(
+    /// `kill_background`: stops a task.
+    KillBackground => kill_background, sync
+);
+native_tool!(
+    /// `write_background`: writes to a task's stdin.
+    WriteBackground => write_background
+);
 
 mod background_extras;
-use background_extras::{WriteBackground, background_schema};
+use background_extras::background_schema;
 
 #[cfg(test)]
 mod tests {

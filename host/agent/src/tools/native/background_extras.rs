@@ -4,12 +4,12 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{NativeTools, parse};
+use super::NativeTools;
 use crate::task_text;
-use crate::tools::{Tool, ToolContext, ToolError, ToolFuture, ToolOutput, ToolSpec};
+use crate::tools::ToolOutput;
 
 #[derive(Deserialize)]
-struct WriteInput {
+pub(super) struct WriteInput {
     task_id: String,
     #[serde(default)]
     input: String,
@@ -18,7 +18,7 @@ struct WriteInput {
 }
 
 impl NativeTools {
-    async fn write_background(&self, input: WriteInput) -> Result<ToolOutput, String> {
+    pub(super) async fn write_background(&self, input: WriteInput) -> Result<ToolOutput, String> {
         let written = self
             .background
             .write_input(&input.task_id, input.input.as_bytes(), input.eof)
@@ -32,25 +32,6 @@ impl NativeTools {
             written.bytes,
             written.closed,
         )))
-    }
-}
-
-/// `write_background`: writes to a task's stdin.
-pub(super) struct WriteBackground(pub(super) ToolSpec, pub(super) std::sync::Arc<NativeTools>);
-
-impl Tool for WriteBackground {
-    fn spec(&self) -> &ToolSpec {
-        &self.0
-    }
-
-    fn call<'a>(&'a self, input: &'a Value, _context: &'a ToolContext) -> ToolFuture<'a> {
-        Box::pin(async move {
-            let input = parse(input)?;
-            self.1
-                .write_background(input)
-                .await
-                .map_err(ToolError::Failed)
-        })
     }
 }
 
