@@ -26,15 +26,14 @@
 use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+
 use std::sync::{Arc, Mutex};
 
 #[path = "support/read_file_model.rs"]
 mod read_file_model;
-use read_file_model::{answer, read_request};
+use read_file_model::{Scene, answer, read_request};
 
 const TURNS: usize = 40;
-const FILE: &str = "notes.txt";
 const MARK: &[u8] = br#","cache_control":{"type":"ephemeral"}"#;
 /// How many content blocks back from a mark the API looks for a cached prefix.
 const LOOK_BACK_BLOCKS: usize = 20;
@@ -121,18 +120,10 @@ fn blocks(bytes: &[u8]) -> usize {
 }
 
 fn main() {
-    let temp = tempfile::tempdir().unwrap();
-    let root = temp.path().canonicalize().unwrap();
-    let dirs = ["workspace", "state", "config", "home"].map(|d| {
-        let dir = root.join(d);
-        std::fs::create_dir(&dir).unwrap();
-        dir
-    });
-    let [workspace, state, config, home] = &dirs;
     let text: String = (1..=40)
         .map(|i| format!("line {i}: a note the agent reads back, about forty bytes\n"))
         .collect();
-    std::fs::write(workspace.join(FILE), text).unwrap();
+    let scene = Scene::new(&text);
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -147,19 +138,14 @@ fn main() {
     });
 
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("caching-bench-cache");
-    let out = Command::new(env!("CARGO_BIN_EXE_agent"))
+    let out = scene
+        .agent(
+            env!("CARGO_BIN_EXE_agent").as_ref(),
+            addr,
+            "claude-sonnet-4-5",
+            &cache,
+        )
         .args(["--output", "json", "-p", "Read notes.txt again and again."])
-        .current_dir(workspace)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("ANTHROPIC_API_KEY", "bench-key")
-        .env("ANTHROPIC_BASE_URL", format!("http://{addr}"))
-        .env("MODEL_ID", "claude-sonnet-4-5")
-        .env("AGENT_STATE_DIR", state)
-        .env("AGENT_CACHE_DIR", &cache)
-        .env("AGENT_CONFIG_DIR", config)
-        .stdin(Stdio::null())
         .output()
         .expect("running agent");
     let stdout = String::from_utf8_lossy(&out.stdout);

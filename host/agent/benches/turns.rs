@@ -18,16 +18,15 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[path = "support/read_file_model.rs"]
 mod read_file_model;
-use read_file_model::{answer, read_request};
+use read_file_model::{Scene, answer, read_request};
 
 const TURNS: usize = 200;
-const FILE: &str = "notes.txt";
 const MARKER: &str = "turns-bench-marker";
 
 /// Stamps and checks of one run, shared by the connection threads.
@@ -93,18 +92,10 @@ fn main() {
 /// One agent process through 200 turns; returns the host time of each turn and the
 /// process's numbers.
 fn one_run() -> (Vec<Duration>, Run) {
-    let temp = tempfile::tempdir().unwrap();
-    let root = temp.path().canonicalize().unwrap();
-    let dirs = ["workspace", "state", "config", "home"].map(|d| {
-        let dir = root.join(d);
-        std::fs::create_dir(&dir).unwrap();
-        dir
-    });
-    let [workspace, state, config, home] = &dirs;
     let text: String = (1..=20)
         .map(|i| format!("line {i}: {MARKER} some text to read back\n"))
         .collect();
-    std::fs::write(workspace.join(FILE), text).unwrap();
+    let scene = Scene::new(&text);
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -125,19 +116,9 @@ fn one_run() -> (Vec<Duration>, Run) {
     let start = Instant::now();
     let agent =
         std::env::var_os("TURNS_BENCH_AGENT").unwrap_or_else(|| env!("CARGO_BIN_EXE_agent").into());
-    let out = Command::new(agent)
+    let out = scene
+        .agent(&agent, addr, "bench-model", &cache)
         .args(["-p", "Read notes.txt again and again."])
-        .current_dir(workspace)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("ANTHROPIC_API_KEY", "bench-key")
-        .env("ANTHROPIC_BASE_URL", format!("http://{addr}"))
-        .env("MODEL_ID", "bench-model")
-        .env("AGENT_STATE_DIR", state)
-        .env("AGENT_CACHE_DIR", &cache)
-        .env("AGENT_CONFIG_DIR", config)
-        .stdin(Stdio::null())
         .output()
         .expect("running agent");
     let wall = start.elapsed();

@@ -2,8 +2,64 @@
 //! reading a request and writing a streamed Messages API answer over plain HTTP/1.1. Each
 //! bench includes this file (`#[path]`), so the answers they time are the same.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The file the scripted model asks to read.
+pub const FILE: &str = "notes.txt";
+
+/// Private workspace, state, config and home directories for one agent run, removed when
+/// dropped; the workspace holds [`FILE`].
+pub struct Scene {
+    _temp: tempfile::TempDir,
+    pub workspace: PathBuf,
+    state: PathBuf,
+    config: PathBuf,
+    home: PathBuf,
+}
+
+impl Scene {
+    pub fn new(notes: &str) -> Scene {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().canonicalize().unwrap();
+        let [workspace, state, config, home] = ["workspace", "state", "config", "home"].map(|d| {
+            let dir = root.join(d);
+            std::fs::create_dir(&dir).unwrap();
+            dir
+        });
+        std::fs::write(workspace.join(FILE), notes).unwrap();
+        Scene {
+            _temp: temp,
+            workspace,
+            state,
+            config,
+            home,
+        }
+    }
+
+    /// `agent` (a binary) in the workspace, with nothing of this environment but `PATH`,
+    /// talking to the model server at `addr` as `model`; `cache` (compiled components)
+    /// may outlive the scene, so only a first run compiles the built-in tools.
+    pub fn agent(&self, agent: &OsStr, addr: SocketAddr, model: &str, cache: &Path) -> Command {
+        let mut command = Command::new(agent);
+        command
+            .current_dir(&self.workspace)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("ANTHROPIC_API_KEY", "bench-key")
+            .env("ANTHROPIC_BASE_URL", format!("http://{addr}"))
+            .env("MODEL_ID", model)
+            .env("AGENT_STATE_DIR", &self.state)
+            .env("AGENT_CACHE_DIR", cache)
+            .env("AGENT_CONFIG_DIR", &self.config)
+            .stdin(Stdio::null());
+        command
+    }
+}
 
 /// Reads one request's head and `Content-Length` body; returns the body.
 pub fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
